@@ -1,0 +1,15 @@
+"""lightning_explain: see what a vision model looks at while it trains.
+
+Add one callback to a PyTorch Lightning ``Trainer``; at the end of each validation epoch it explains a fixed
+probe batch (Grad-CAM, saliency, channel activations) and logs image grids to TensorBoard.
+
+Example:
+    >>> from lightning_explain import ExplainCallback
+    >>> callback = ExplainCallback(target_layer="layer4")
+"""
+
+from lightning_explain.callbacks.explain import ExplainCallback
+
+__version__ = "0.1.0"
+
+__all__ = ["ExplainCallback", "__version__"]

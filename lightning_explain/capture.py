@@ -1,0 +1,191 @@
+"""Hooks for one pass, and the guard that makes a probe pass invisible to training.
+
+Everything here is scoped: a hook lives for one forward pass and is removed in ``finally``; the
+model's per-module train/eval flags, ``requires_grad`` flags and the global random number generators
+are restored in ``finally``, also when the pass raises.
+"""
+
+from __future__ import annotations
+
+import difflib
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "LayerRecording",
+    "default_conv_layer",
+    "preserve_model_state",
+    "preserve_rng",
+    "record_layer",
+    "resolve_layer",
+]
+
+
+def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
+    """Return ``(dotted_name, module)`` for a layer given by name or by module.
+
+    Raises:
+        ValueError: the name does not exist in ``model`` (the message lists the closest names), or the
+            module is not a submodule of ``model``.
+
+    Example:
+        >>> import torchvision
+        >>> name, module = resolve_layer(torchvision.models.resnet18(), "layer4")
+        >>> name
+        'layer4'
+    """
+    named = dict(model.named_modules())
+    if isinstance(layer, nn.Module):
+        for name, module in named.items():
+            if module is layer:
+                return name, module
+        raise ValueError(
+            f"target_layer is a {type(layer).__name__} module that is not part of the model "
+            f"({type(model).__name__}). Pass a submodule of the model or its dotted name."
+        )
+    if not isinstance(layer, str):
+        raise TypeError(f"target_layer must be a dotted module name or an nn.Module, got {type(layer).__name__}.")
+    if layer in named and layer != "":
+        return layer, named[layer]
+    candidates = [n for n in named if n]
+    close = difflib.get_close_matches(layer, candidates, n=5, cutoff=0.5)
+    if not close:
+        conv_names = [n for n, m in named.items() if isinstance(m, nn.Conv2d)]
+        close = conv_names[-5:]
+    hint = ", ".join(repr(c) for c in close) if close else "(the model has no named submodules)"
+    raise ValueError(
+        f"target_layer {layer!r} does not exist in {type(model).__name__}. Closest existing names: {hint}. "
+        "Use a dotted name from model.named_modules(), or target_layer=None for the last Conv2d."
+    )
+
+
+def default_conv_layer(model: nn.Module) -> tuple[str, nn.Module]:
+    """The last ``nn.Conv2d`` in registration order: the usual Grad-CAM layer of a CNN.
+
+    Raises:
+        ValueError: the model has no ``Conv2d``.
+    """
+    last: tuple[str, nn.Module] | None = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            last = (name, module)
+    if last is None:
+        raise ValueError(
+            f"target_layer=None picks the last nn.Conv2d, but {type(model).__name__} has none. "
+            "Pass target_layer='<dotted name>' of a layer that outputs [B, C, H, W] feature maps."
+        )
+    return last
+
+
+@dataclass
+class LayerRecording:
+    """What a forward hook saw during one pass: the layer's output tensors, in call order."""
+
+    name: str
+    outputs: list[Any] = field(default_factory=list)
+
+    def feature_map(self) -> Tensor:
+        """The layer's output of its last call, checked to be a 4-D ``[B, C, H, W]`` tensor."""
+        if not self.outputs:
+            raise RuntimeError(
+                f"target_layer {self.name!r} was not called during the forward pass; pick a layer that the "
+                "model's forward() uses."
+            )
+        out = self.outputs[-1]
+        if not isinstance(out, Tensor) or out.ndim != 4:
+            shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"target_layer {self.name!r} outputs {shape}; Grad-CAM and channel activations need a 4-D "
+                "[B, C, H, W] feature map. Choose a convolutional layer (e.g. the last conv block), or "
+                "target_layer=None for the last Conv2d."
+            )
+        return out
+
+
+@contextmanager
+def record_layer(module: nn.Module, name: str, *, protect_from_inplace: bool = True) -> Iterator[LayerRecording]:
+    """Record ``module``'s outputs for the duration of the ``with`` block; the hook is removed in ``finally``.
+
+    With ``protect_from_inplace`` the hook hands the rest of the network a clone of the output, so an
+    in-place operation after the layer (``ReLU(inplace=True)``) cannot overwrite the recorded tensor; the
+    recorded tensor stays in the autograd graph, so ``torch.autograd.grad`` can differentiate with
+    respect to it.
+    """
+    recording = LayerRecording(name)
+
+    def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+        recording.outputs.append(output)
+        if protect_from_inplace and isinstance(output, Tensor):
+            return output.clone()
+        return None
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield recording
+    finally:
+        handle.remove()
+
+
+@dataclass
+class _RngState:
+    torch_cpu: Tensor
+    torch_cuda: list[Tensor] | None
+    numpy: Any
+    python: Any
+
+
+def _get_rng() -> _RngState:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return _RngState(torch.get_rng_state(), cuda, np.random.get_state(), random.getstate())
+
+
+def _set_rng(state: _RngState) -> None:
+    torch.set_rng_state(state.torch_cpu)
+    if state.torch_cuda is not None:
+        torch.cuda.set_rng_state_all(state.torch_cuda)
+    np.random.set_state(state.numpy)
+    random.setstate(state.python)
+
+
+@contextmanager
+def preserve_rng() -> Iterator[None]:
+    """Restore the torch (CPU and CUDA), numpy and Python random states on exit."""
+    state = _get_rng()
+    try:
+        yield
+    finally:
+        _set_rng(state)
+
+
+@contextmanager
+def preserve_model_state(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for a probe pass; restore everything a pass could touch on exit.
+
+    Restored in ``finally``: every module's ``training`` flag (per module, so submodules a user froze in
+    eval stay in eval), every parameter's ``requires_grad`` and ``.grad`` (the same tensor object), and the
+    global RNG states. Eval mode means BatchNorm running statistics are read, never updated.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    params = list(model.parameters())
+    requires = [p.requires_grad for p in params]
+    grads = [p.grad for p in params]
+    rng = _get_rng()
+    try:
+        model.eval()
+        yield model
+    finally:
+        for module, mode in modes:
+            module.training = mode
+        for p, req, grad in zip(params, requires, grads, strict=True):
+            if p.requires_grad != req:
+                p.requires_grad_(req)
+            if p.grad is not grad:
+                p.grad = grad
+        _set_rng(rng)

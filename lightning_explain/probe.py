@@ -1,0 +1,182 @@
+"""The fixed probe batch: which images are explained every epoch, how they are read and kept.
+
+The probe is read once, by dataset index where the dataset allows it (no DataLoader iterator: creating one
+draws from the global RNG and may spawn worker processes), kept on the CPU, and moved to the model's device
+for each pass. Reading it never changes the global random number generators.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data.dataloader import default_collate
+
+from lightning_explain.capture import preserve_rng
+
+__all__ = ["BatchUnpacker", "Probe", "probe_from_dataloader", "probe_from_dataset", "unpack_batch"]
+
+#: A user function from one batch to ``(images, labels or None)``.
+BatchUnpacker = Callable[[Any], "tuple[Tensor, Tensor | None]"]
+
+
+@dataclass
+class Probe:
+    """The probe images ``[N, C, H, W]`` (CPU) and their labels ``[N]`` when known."""
+
+    images: Tensor
+    labels: Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def state(self) -> dict[str, Tensor | None]:
+        return {"images": self.images, "labels": self.labels}
+
+
+def _as_labels(value: Any, batch: int) -> Tensor | None:
+    """Class indices ``[B]`` when ``value`` looks like them; None otherwise (no labels shown or used)."""
+    if value is None:
+        return None
+    if not isinstance(value, Tensor):
+        try:
+            value = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            return None
+    if value.ndim != 1 or value.shape[0] != batch or value.is_floating_point() or value.is_complex():
+        return None
+    labels: Tensor = value.detach().to(torch.long)
+    return labels
+
+
+def unpack_batch(
+    batch: Any,
+    *,
+    input_key: str = "image",
+    label_key: str = "label",
+    unpacker: BatchUnpacker | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Split a batch into ``(images, labels or None)``.
+
+    Understands a tensor, ``(x, y)``, ``(x, y, *extra)``, a mapping with ``input_key`` / ``label_key``, or
+    anything a user ``unpacker`` understands.
+
+    Example:
+        >>> x, y = unpack_batch((torch.zeros(2, 3, 8, 8), torch.tensor([0, 1])))
+        >>> x.shape, y.tolist()
+        (torch.Size([2, 3, 8, 8]), [0, 1])
+    """
+    if unpacker is not None:
+        images, labels = unpacker(batch)
+    elif isinstance(batch, Tensor):
+        images, labels = batch, None
+    elif isinstance(batch, Mapping):
+        if input_key not in batch:
+            raise ValueError(
+                f"the batch is a mapping without the key {input_key!r} (keys: {sorted(map(str, batch))}). "
+                "Pass input_key='<key of the images>' (and label_key=...), or unpack_batch=<callable>."
+            )
+        images, labels = batch[input_key], batch.get(label_key)
+    elif isinstance(batch, Sequence) and not isinstance(batch, str) and len(batch) > 0:
+        images, labels = batch[0], (batch[1] if len(batch) > 1 else None)
+    else:
+        raise TypeError(
+            f"cannot find images in a batch of type {type(batch).__name__}. Pass unpack_batch=<callable "
+            "returning (images, labels or None)>."
+        )
+    if not isinstance(images, Tensor):
+        raise TypeError(
+            f"the batch's images are a {type(images).__name__}, not a tensor. Pass unpack_batch=<callable "
+            "returning (images, labels or None)>, or input_key=... for dict batches."
+        )
+    return images, _as_labels(labels, int(images.shape[0])) if images.ndim > 0 else None
+
+
+def _finish(images: Tensor, labels: Tensor | None, wanted: int, available: int, source: str) -> Probe:
+    if available < wanted:
+        warnings.warn(
+            f"num_probe={wanted} but {source} has only {available} samples; the probe uses those {available}.",
+            UserWarning,
+            stacklevel=3,
+        )
+    with torch.inference_mode(False):
+        images = images[:wanted].detach().cpu().clone()
+        labels = labels[:wanted].detach().cpu().clone() if labels is not None else None
+    return Probe(images, labels)
+
+
+def probe_from_dataset(
+    dataset: Any,
+    indices: Sequence[int],
+    *,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    input_key: str = "image",
+    label_key: str = "label",
+    unpacker: BatchUnpacker | None = None,
+) -> Probe:
+    """Read the samples at ``indices`` from a map-style dataset and collate them into a probe."""
+    size = len(dataset)
+    bad = [i for i in indices if not -size <= int(i) < size]
+    if bad:
+        raise IndexError(f"probe_indices {bad} are out of range for a validation dataset of {size} samples.")
+    with preserve_rng():
+        samples = [dataset[int(i)] for i in indices]
+        batch = (collate_fn or default_collate)(samples)
+    images, labels = unpack_batch(batch, input_key=input_key, label_key=label_key, unpacker=unpacker)
+    return _finish(images, labels, len(indices), len(indices), "the dataset")
+
+
+def probe_from_dataloader(
+    loader: Any,
+    num: int,
+    *,
+    input_key: str = "image",
+    label_key: str = "label",
+    unpacker: BatchUnpacker | None = None,
+) -> Probe:
+    """The first ``num`` samples of ``loader``.
+
+    A map-style dataset behind a ``DataLoader`` is read by index (``dataset[0] .. dataset[num-1]``) and
+    collated with the loader's ``collate_fn``; anything else is iterated, with the RNG states restored after.
+    A loader with fewer samples gives what it has, with a warning.
+    """
+    dataset = getattr(loader, "dataset", None)
+    if isinstance(loader, DataLoader) and dataset is not None and not isinstance(dataset, IterableDataset):
+        try:
+            size = len(dataset)
+        except TypeError:
+            size = -1
+        if size >= 0:
+            if size == 0:
+                raise ValueError("the validation dataset is empty; ExplainCallback has no images to explain.")
+            count = min(num, size)
+            probe = probe_from_dataset(
+                dataset,
+                range(count),
+                collate_fn=loader.collate_fn,
+                input_key=input_key,
+                label_key=label_key,
+                unpacker=unpacker,
+            )
+            return _finish(probe.images, probe.labels, num, count, "the validation dataset")
+
+    images: list[Tensor] = []
+    labels: list[Tensor | None] = []
+    seen = 0
+    with preserve_rng():
+        for batch in loader:
+            x, y = unpack_batch(batch, input_key=input_key, label_key=label_key, unpacker=unpacker)
+            images.append(x)
+            labels.append(y)
+            seen += int(x.shape[0])
+            if seen >= num:
+                break
+    if not images:
+        raise ValueError("the validation dataloader is empty; ExplainCallback has no images to explain.")
+    all_labels = None if any(y is None for y in labels) else torch.cat([y for y in labels if y is not None])
+    return _finish(torch.cat(images), all_labels, num, seen, "the validation dataloader")

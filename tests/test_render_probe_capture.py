@@ -1,0 +1,151 @@
+"""Rendering, probe reading and the one-pass hooks, each on its own."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from conftest import TinyCNN, make_dataset
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset
+
+from lightning_explain.capture import preserve_model_state, preserve_rng, record_layer, resolve_layer
+from lightning_explain.probe import probe_from_dataloader, unpack_batch
+from lightning_explain.render import CAPTION_HEIGHT, colorize, compose_grid, explanation_grid, overlay, to_display
+
+# ------------------------------------------------------------------------------------------- render
+
+
+def test_to_display_undoes_normalisation_and_handles_channels():
+    raw = torch.rand(2, 3, 4, 4)
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.3, 0.4]
+    normed = (raw - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(to_display(normed, mean, std), raw)
+    gray = to_display(torch.rand(2, 1, 4, 4))
+    assert gray.shape == (2, 3, 4, 4) and torch.equal(gray[:, 0], gray[:, 2])
+    assert to_display(torch.rand(2, 4, 4, 4)).shape == (2, 3, 4, 4)
+    scaled = to_display(torch.rand(1, 3, 4, 4) * 50 - 20)
+    assert scaled.min() == 0 and scaled.max() == 1
+
+
+def test_colorize_uses_the_matplotlib_colour_map():
+    import matplotlib
+
+    maps = torch.tensor([[[0.0, 1.0]]])
+    rgb = colorize(maps, "viridis")
+    expected = torch.tensor(matplotlib.colormaps["viridis"]([0.0, 1.0])[:, :3], dtype=torch.float32)
+    torch.testing.assert_close(rgb[0, :, 0, :].T, expected)
+
+
+def test_overlay_leaves_non_finite_maps_blank():
+    images = torch.rand(2, 3, 4, 4)
+    maps = torch.rand(2, 4, 4)
+    maps[1, 2, 2] = float("inf")
+    out = overlay(images, maps, alpha=0.5)
+    assert torch.equal(out[1], images[1])
+    assert not torch.equal(out[0], images[0])
+
+
+def test_compose_grid_layout_scaling_and_captions():
+    cols = [torch.zeros(3, 3, 16, 16), torch.ones(3, 3, 16, 16)]
+    plain = compose_grid(cols, cell_size=64)
+    assert plain.dtype == torch.uint8 and plain.shape == (3, 3 * 66 + 2, 2 * 66 + 2)
+    big = compose_grid([torch.zeros(1, 3, 224, 224)], cell_size=128)
+    assert big.shape == (3, 132, 132)
+    captioned = compose_grid(cols, [["#0 y=1 p=2", ""], ["", ""], ["", ""]], cell_size=64)
+    band = CAPTION_HEIGHT
+    assert captioned.shape == (3, 3 * (band + 66) + 2, 2 * 66 + 2)
+    assert (captioned[:, 2 : 2 + band, 2:66] < 100).any()  # dark text in the band of row 0, column 0
+    assert (captioned[:, 2 : 2 + band, 68:] == 255).all()  # no text over column 1
+    first_cell = captioned[:, 2 + band : 2 + band + 64, 2:66]
+    assert torch.equal(first_cell, plain[:, 2:66, 2:66])  # the text covers no pixel of the image
+
+
+def test_explanation_grid_has_one_column_per_channel():
+    grid = explanation_grid(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), ["a", "b"], cell_size=32)
+    assert grid.shape == (3, 2 * (CAPTION_HEIGHT + 34) + 2, 4 * 34 + 2)
+
+
+# -------------------------------------------------------------------------------------------- probe
+
+
+def test_unpack_batch_structures():
+    x, y = torch.zeros(2, 3, 4, 4), torch.tensor([1, 0])
+    assert unpack_batch(x)[1] is None
+    assert torch.equal(unpack_batch((x, y, "extra"))[1], y)
+    assert torch.equal(unpack_batch({"image": x, "label": y})[1], y)
+    assert torch.equal(unpack_batch({"img": x}, input_key="img")[0], x)
+    assert unpack_batch((x, torch.rand(2, 5)))[1] is None  # not class indices: no labels
+    assert torch.equal(unpack_batch([x, [1, 0]])[1], y)
+    assert unpack_batch("anything", unpacker=lambda b: (x, None))[0] is x
+    with pytest.raises(ValueError, match=r"without the key 'image'.*input_key="):
+        unpack_batch({"pixels": x})
+    with pytest.raises(TypeError, match="unpack_batch="):
+        unpack_batch(42)
+
+
+def test_reading_the_probe_leaves_every_rng_untouched():
+    loader = DataLoader(make_dataset(20), batch_size=4, shuffle=True)
+    torch.manual_seed(3)
+    np.random.seed(3)
+    random.seed(3)
+    state = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    probe = probe_from_dataloader(loader, 6)
+    assert torch.equal(probe.images, loader.dataset.tensors[0][:6])  # first samples, not a shuffled batch
+    assert torch.equal(torch.get_rng_state(), state[0])
+    assert np.array_equal(np.random.get_state()[1], state[1])
+    assert random.getstate() == state[2]
+
+
+def test_iterable_dataset_probe():
+    class Stream(IterableDataset):
+        def __iter__(self):
+            for i in range(10):
+                yield torch.full((3, 4, 4), float(i)), i % 3
+
+    probe = probe_from_dataloader(DataLoader(Stream(), batch_size=4), 6)
+    assert probe.images[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4, 5]
+    assert probe.labels.tolist() == [0, 1, 2, 0, 1, 2]
+    with pytest.warns(UserWarning, match="has only 10"):
+        assert len(probe_from_dataloader(DataLoader(Stream(), batch_size=4), 16)) == 10
+
+
+def test_empty_validation_set_is_a_clear_error():
+    with pytest.raises(ValueError, match="validation dataset is empty"):
+        probe_from_dataloader(DataLoader(make_dataset(0)), 4)
+
+
+# ------------------------------------------------------------------------------------------ capture
+
+
+def test_resolve_layer_by_module_and_errors():
+    model = TinyCNN()
+    assert resolve_layer(model, model.features[3]) == ("features.3", model.features[3])
+    with pytest.raises(ValueError, match="not part of the model"):
+        resolve_layer(model, nn.Conv2d(1, 1, 1))
+    with pytest.raises(ValueError, match=r"'feature.3' does not exist.*'features.3'"):
+        resolve_layer(model, "feature.3")
+
+
+def test_hooks_and_modes_are_restored_when_the_pass_raises():
+    model = TinyCNN().train()
+    model.features[1].eval()
+    with (
+        pytest.raises(RuntimeError, match="inside"),
+        preserve_model_state(model),
+        record_layer(model.features[3], "features.3"),
+    ):
+        assert not model.training and len(model.features[3]._forward_hooks) == 1
+        raise RuntimeError("inside")
+    assert model.training and not model.features[1].training
+    assert len(model.features[3]._forward_hooks) == 0
+
+
+def test_preserve_rng_restores_after_draws():
+    state = torch.get_rng_state()
+    with preserve_rng():
+        torch.rand(10)
+        np.random.rand(3)
+    assert torch.equal(torch.get_rng_state(), state)
