@@ -9,7 +9,8 @@ Example:
 """
 
 from lightning_explain.callbacks.explain import ExplainCallback
+from lightning_explain.callbacks.focus_alert import FocusAlert
 
 __version__ = "0.1.0"
 
-__all__ = ["ExplainCallback", "__version__"]
+__all__ = ["ExplainCallback", "FocusAlert", "__version__"]

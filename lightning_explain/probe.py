@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,7 +19,14 @@ from torch.utils.data.dataloader import default_collate
 
 from lightning_explain.capture import preserve_rng
 
-__all__ = ["BatchUnpacker", "Probe", "probe_from_dataloader", "probe_from_dataset", "unpack_batch"]
+__all__ = [
+    "BatchUnpacker",
+    "Probe",
+    "masks_from_batch",
+    "probe_from_dataloader",
+    "probe_from_dataset",
+    "unpack_batch",
+]
 
 #: A user function from one batch to ``(images, labels or None)``.
 BatchUnpacker = Callable[[Any], "tuple[Tensor, Tensor | None]"]
@@ -27,16 +34,43 @@ BatchUnpacker = Callable[[Any], "tuple[Tensor, Tensor | None]"]
 
 @dataclass
 class Probe:
-    """The probe images ``[N, C, H, W]`` (CPU) and their labels ``[N]`` when known."""
+    """The probe images ``[N, C, H, W]`` (CPU), their labels ``[N]`` when known, and named masks ``[N, H, W]``."""
 
     images: Tensor
     labels: Tensor | None = None
+    masks: dict[str, Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
-    def state(self) -> dict[str, Tensor | None]:
-        return {"images": self.images, "labels": self.labels}
+
+def masks_from_batch(batch: Any, keys: Mapping[str, int | str], batch_size: int) -> dict[str, Tensor]:
+    """Pick masks out of a batch: ``keys`` maps a mask name to a tuple index or a dict key.
+
+    Each mask must be ``[B, H, W]`` (or ``[B, 1, H, W]``); non-boolean masks are thresholded at 0.5.
+    """
+    out: dict[str, Tensor] = {}
+    for name, key in keys.items():
+        try:
+            value = batch[key]
+        except (KeyError, IndexError, TypeError):
+            kind = (
+                f"a mapping with keys {sorted(map(str, batch))}" if isinstance(batch, Mapping) else type(batch).__name__
+            )
+            raise ValueError(
+                f"{name}_mask_key={key!r} selects nothing in a validation batch ({kind}). Give the tuple position or "
+                "dict key of the mask, or pass the masks for the probe explicitly."
+            ) from None
+        mask = torch.as_tensor(value)
+        if mask.ndim == 4 and mask.shape[1] == 1:
+            mask = mask[:, 0]
+        if mask.ndim != 3 or mask.shape[0] != batch_size:
+            raise ValueError(
+                f"{name}_mask_key={key!r} selects a value of shape {list(mask.shape)}; a mask must be [B, H, W] "
+                f"with B = {batch_size}."
+            )
+        out[name] = mask.detach().bool() if mask.dtype == torch.bool else mask.detach() > 0.5
+    return out
 
 
 def _as_labels(value: Any, batch: int) -> Tensor | None:
@@ -97,7 +131,9 @@ def unpack_batch(
     return images, _as_labels(labels, int(images.shape[0])) if images.ndim > 0 else None
 
 
-def _finish(images: Tensor, labels: Tensor | None, wanted: int, available: int, source: str) -> Probe:
+def _finish(
+    images: Tensor, labels: Tensor | None, masks: dict[str, Tensor], wanted: int, available: int, source: str
+) -> Probe:
     if available < wanted:
         warnings.warn(
             f"num_probe={wanted} but {source} has only {available} samples; the probe uses those {available}.",
@@ -107,7 +143,8 @@ def _finish(images: Tensor, labels: Tensor | None, wanted: int, available: int, 
     with torch.inference_mode(False):
         images = images[:wanted].detach().cpu().clone()
         labels = labels[:wanted].detach().cpu().clone() if labels is not None else None
-    return Probe(images, labels)
+        masks = {name: m[:wanted].detach().cpu().clone() for name, m in masks.items()}
+    return Probe(images, labels, masks)
 
 
 def probe_from_dataset(
@@ -118,6 +155,7 @@ def probe_from_dataset(
     input_key: str = "image",
     label_key: str = "label",
     unpacker: BatchUnpacker | None = None,
+    mask_keys: Mapping[str, int | str] | None = None,
 ) -> Probe:
     """Read the samples at ``indices`` from a map-style dataset and collate them into a probe."""
     size = len(dataset)
@@ -128,7 +166,8 @@ def probe_from_dataset(
         samples = [dataset[int(i)] for i in indices]
         batch = (collate_fn or default_collate)(samples)
     images, labels = unpack_batch(batch, input_key=input_key, label_key=label_key, unpacker=unpacker)
-    return _finish(images, labels, len(indices), len(indices), "the dataset")
+    masks = masks_from_batch(batch, mask_keys or {}, int(images.shape[0]))
+    return _finish(images, labels, masks, len(indices), len(indices), "the dataset")
 
 
 def probe_from_dataloader(
@@ -138,6 +177,7 @@ def probe_from_dataloader(
     input_key: str = "image",
     label_key: str = "label",
     unpacker: BatchUnpacker | None = None,
+    mask_keys: Mapping[str, int | str] | None = None,
 ) -> Probe:
     """The first ``num`` samples of ``loader``.
 
@@ -162,21 +202,25 @@ def probe_from_dataloader(
                 input_key=input_key,
                 label_key=label_key,
                 unpacker=unpacker,
+                mask_keys=mask_keys,
             )
-            return _finish(probe.images, probe.labels, num, count, "the validation dataset")
+            return _finish(probe.images, probe.labels, probe.masks, num, count, "the validation dataset")
 
     images: list[Tensor] = []
     labels: list[Tensor | None] = []
+    masks: list[dict[str, Tensor]] = []
     seen = 0
     with preserve_rng():
         for batch in loader:
             x, y = unpack_batch(batch, input_key=input_key, label_key=label_key, unpacker=unpacker)
             images.append(x)
             labels.append(y)
+            masks.append(masks_from_batch(batch, mask_keys or {}, int(x.shape[0])))
             seen += int(x.shape[0])
             if seen >= num:
                 break
     if not images:
         raise ValueError("the validation dataloader is empty; ExplainCallback has no images to explain.")
     all_labels = None if any(y is None for y in labels) else torch.cat([y for y in labels if y is not None])
-    return _finish(torch.cat(images), all_labels, num, seen, "the validation dataloader")
+    all_masks = {name: torch.cat([m[name] for m in masks]) for name in masks[0]}
+    return _finish(torch.cat(images), all_labels, all_masks, num, seen, "the validation dataloader")

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import Tensor
 
-__all__ = ["ImageSink", "fallback_dir", "image_capable", "write_images"]
+__all__ = ["ImageSink", "fallback_dir", "image_capable", "scalar_layout", "write_images"]
 
 
 def _tensorboard_writer(logger: Any) -> Any | None:
@@ -20,6 +20,24 @@ def _tensorboard_writer(logger: Any) -> Any | None:
     except Exception:  # a logger whose experiment cannot start is simply not an image sink
         return None
     return experiment if callable(getattr(experiment, "add_image", None)) else None
+
+
+def scalar_layout(prefix: str, methods: Iterable[str]) -> dict[str, dict[str, list[Any]]]:
+    """A TensorBoard custom-scalar layout: drift and focus charts per method, side by side."""
+    charts: dict[str, list[Any]] = {}
+    for m in methods:
+        base = f"{prefix}/{m}"
+        charts[f"{m}: drift, EMD in image sides (prev, first, chance)"] = ["Multiline", [f"^{base}/drift/emd_"]]
+        charts[f"{m}: drift, centre-of-mass shift"] = ["Multiline", [f"^{base}/drift/com_shift_"]]
+        charts[f"{m}: focus on the object (lift, mask AUC, energy, area)"] = [
+            "Multiline",
+            [f"^{base}/focus/(lift|mask_auc|energy_in_object|object_area|pointing_game)$"],
+        ]
+        charts[f"{m}: focus on the cue and the border"] = [
+            "Multiline",
+            [f"^{base}/focus/(energy_in_cue|cue_area|border_energy|border_area)$"],
+        ]
+    return {"lightning_explain": charts}
 
 
 def image_capable(logger: Any) -> bool:
@@ -44,6 +62,13 @@ class ImageSink:
 
     def __init__(self) -> None:
         self._warned_fallback = False
+
+    def write_layout(self, loggers: Iterable[Any], layout: dict[str, dict[str, list[Any]]]) -> None:
+        """Give every TensorBoard logger the custom-scalar layout (other loggers have no such thing)."""
+        for logger in loggers:
+            writer = _tensorboard_writer(logger)
+            if writer is not None and callable(getattr(writer, "add_custom_scalars", None)):
+                writer.add_custom_scalars(layout)
 
     def write(
         self,

@@ -1,5 +1,6 @@
 """Lightning callbacks, one per file."""
 
 from lightning_explain.callbacks.explain import ExplainCallback
+from lightning_explain.callbacks.focus_alert import FocusAlert
 
-__all__ = ["ExplainCallback"]
+__all__ = ["ExplainCallback", "FocusAlert"]

@@ -19,13 +19,16 @@ from torch import Tensor, nn
 from lightning_explain.capture import default_conv_layer, preserve_model_state, resolve_layer
 from lightning_explain.functional._common import OutputTransform, check_inputs
 from lightning_explain.functional.gradients import METHODS, explain
+from lightning_explain.monitor import MapMetrics, summarize
 from lightning_explain.probe import BatchUnpacker, Probe, probe_from_dataloader, probe_from_dataset
 from lightning_explain.render import explanation_grid, nonfinite_rows, to_display, valid_colormap
-from lightning_explain.sinks import ImageSink
+from lightning_explain.sinks import ImageSink, scalar_layout
 
 __all__ = ["ExplainCallback"]
 
 _TARGET_MODES = ("predicted", "label")
+#: Methods that give one map per image, and so get focus and drift numbers.
+SCORED_METHODS = ("gradcam", "saliency")
 
 
 class ExplainCallback(Callback):
@@ -58,6 +61,13 @@ class ExplainCallback(Callback):
         output_transform: a function from the model's output to ``[B, C]`` logits.
         tag_prefix: first part of every logged tag.
         strict: re-raise a failure inside an explanation instead of warning once and skipping the view.
+        metrics: log focus and drift numbers per epoch for ``gradcam`` and ``saliency``.
+        object_mask_key: where each validation batch holds the object masks ``[B, H, W]``: a tuple position
+            (e.g. 2 for ``(x, y, object_mask, cue_mask)``) or a dict key. Enables the object focus metrics.
+        cue_mask_key: the same for masks of a known spurious cue; enables ``energy_in_cue``.
+        probe_object_masks: object masks ``[N, H, W]`` for an explicit ``probe``.
+        probe_cue_masks: cue masks ``[N, H, W]`` for an explicit ``probe``.
+        border_fraction: width of the border band for the no-mask heuristic, as a fraction of the side.
 
     Logged images (one per method, at ``trainer.global_step``; a row per probe image):
         - ``{tag_prefix}/gradcam``: input | Grad-CAM overlay.
@@ -66,6 +76,16 @@ class ExplainCallback(Callback):
 
     Images go to every TensorBoard logger and every logger with ``log_image``; with none, PNG files go to
     ``<log_dir>/explain_images/<tag>/epoch=EEEE-step=SSSSSSS.png`` (one warning says where).
+
+    Logged metrics (through ``pl_module.log``, so ``EarlyStopping`` and ``FocusAlert`` can monitor them; the
+    median over probe images; ``{m}`` is ``gradcam`` or ``saliency``):
+        - ``{tag_prefix}/{m}/focus/border_energy``, ``border_area``, ``border_lift``: always (no masks needed).
+        - ``{tag_prefix}/{m}/focus/energy_in_object``, ``object_area``, ``lift``, ``mask_auc``,
+          ``pointing_game``: with object masks.
+        - ``{tag_prefix}/{m}/focus/energy_in_cue``, ``cue_area``, ``cue_lift``: with cue masks.
+        - ``{tag_prefix}/{m}/drift/{metric}_prev``, ``{metric}_first``, ``{metric}_chance`` for ``emd``,
+          ``com_shift``, ``topk_iou``, ``spearman``: against the previous and the first explained epoch, and
+          between different probe images (the chance level).
 
     Example:
         >>> from pytorch_lightning import Trainer
@@ -97,6 +117,12 @@ class ExplainCallback(Callback):
         output_transform: OutputTransform = None,
         tag_prefix: str = "explain",
         strict: bool = False,
+        metrics: bool = True,
+        object_mask_key: int | str | None = None,
+        cue_mask_key: int | str | None = None,
+        probe_object_masks: Tensor | None = None,
+        probe_cue_masks: Tensor | None = None,
+        border_fraction: float = 0.1,
     ) -> None:
         super().__init__()
         methods = (methods,) if isinstance(methods, str) else tuple(methods)
@@ -131,6 +157,14 @@ class ExplainCallback(Callback):
                 raise ValueError(f"probe_labels has {probe_labels.numel()} entries for {probe.shape[0]} images.")
         if targets == "label" and probe is not None and probe_labels is None:
             raise ValueError("targets='label' needs labels: pass probe_labels with the probe.")
+        if not 0.0 < border_fraction < 0.5:
+            raise ValueError(f"border_fraction must lie in (0, 0.5); got {border_fraction}.")
+        explicit_masks = {"object": probe_object_masks, "cue": probe_cue_masks}
+        if probe is None and any(m is not None for m in explicit_masks.values()):
+            raise ValueError(
+                "probe_object_masks / probe_cue_masks go with an explicit probe=...; for validation data use "
+                "object_mask_key / cue_mask_key."
+            )
 
         self.target_layer = target_layer
         self.methods = methods
@@ -146,11 +180,23 @@ class ExplainCallback(Callback):
         self.output_transform = output_transform
         self.tag_prefix = tag_prefix
         self.strict = strict
+        self.metrics = metrics
+        self.mask_keys = {
+            name: key for name, key in (("object", object_mask_key), ("cue", cue_mask_key)) if key is not None
+        }
+        self.border_fraction = border_fraction
+        #: Per-image values of the last explained epoch, by logged key (for FocusAlert and users).
+        self.latest_per_image: dict[str, Tensor] = {}
+        #: The epoch ``latest_per_image`` belongs to.
+        self.latest_epoch: int | None = None
+        self._map_metrics = MapMetrics(border_fraction)
+        self._layout_written = False
 
         self._probe: Probe | None = None
         if probe is not None:
             labels = probe_labels.reshape(-1).long().cpu() if probe_labels is not None else None
-            self._probe = Probe(probe.detach().cpu().clone(), labels)
+            masks = {k: m.detach().cpu().bool() for k, m in explicit_masks.items() if m is not None}
+            self._probe = Probe(probe.detach().cpu().clone(), labels, masks)
         self._layer_name: str | None = None
         self._checked = False
         self._warned: set[str] = set()
@@ -207,13 +253,20 @@ class ExplainCallback(Callback):
     def state_dict(self) -> dict[str, Any]:
         if self._probe is None:
             return {}
-        return {"probe_images": self._probe.images, "probe_labels": self._probe.labels}
+        return {
+            "probe_images": self._probe.images,
+            "probe_labels": self._probe.labels,
+            "probe_masks": dict(self._probe.masks),
+            "map_history": self._map_metrics.state_dict(),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         images = state_dict.get("probe_images")
         if isinstance(images, Tensor):
-            self._probe = Probe(images.cpu(), state_dict.get("probe_labels"))
+            masks = {k: v.cpu() for k, v in dict(state_dict.get("probe_masks") or {}).items()}
+            self._probe = Probe(images.cpu(), state_dict.get("probe_labels"), masks)
             self._checked = False
+        self._map_metrics.load_state_dict(state_dict.get("map_history") or {})
 
     # ----------------------------------------------------------------------------------------- work
 
@@ -224,6 +277,13 @@ class ExplainCallback(Callback):
         if self._checked:
             return
         check_inputs(self._probe.images)
+        size = tuple(self._probe.images.shape[-2:])
+        for name, mask in self._probe.masks.items():
+            if tuple(mask.shape) != (len(self._probe), *size):
+                raise ValueError(
+                    f"the probe's {name} masks have shape {list(mask.shape)}; they must be [N, H, W] = "
+                    f"{[len(self._probe), *size]}, the size of the probe images."
+                )
         if self.targets == "label" and self._probe.labels is None:
             raise ValueError(
                 "targets='label' but the validation batches carry no class labels ([B] integers). Use "
@@ -243,17 +303,24 @@ class ExplainCallback(Callback):
                 "ExplainCallback found no validation data and no probe. Give the Trainer validation data, or "
                 "pass probe=<[N, C, H, W] tensor>."
             )
-        keys, unpacker = (self.input_key, self.label_key), self.unpack_batch
         if self.probe_indices is not None:
             return probe_from_dataset(
                 loaders.dataset,
                 self.probe_indices,
                 collate_fn=getattr(loaders, "collate_fn", None),
-                input_key=keys[0],
-                label_key=keys[1],
-                unpacker=unpacker,
+                input_key=self.input_key,
+                label_key=self.label_key,
+                unpacker=self.unpack_batch,
+                mask_keys=self.mask_keys,
             )
-        return probe_from_dataloader(loaders, self.num_probe, input_key=keys[0], label_key=keys[1], unpacker=unpacker)
+        return probe_from_dataloader(
+            loaders,
+            self.num_probe,
+            input_key=self.input_key,
+            label_key=self.label_key,
+            unpacker=self.unpack_batch,
+            mask_keys=self.mask_keys,
+        )
 
     def _compute(self, pl_module: pl.LightningModule, limit: int | None = None) -> dict[str, Tensor]:
         assert self._probe is not None
@@ -281,6 +348,11 @@ class ExplainCallback(Callback):
         except Exception as err:
             self._fail("the probe pass", err, epoch)
             return
+        if self.metrics:
+            try:
+                self._log_metrics(trainer, pl_module, out)
+            except Exception as err:
+                self._fail("the focus and drift metrics", err, epoch)
         display = to_display(self._probe.images.to(out["logits"].device), self.mean, self.std)
         rows = self._row_captions(out)
         grids: dict[str, Tensor] = {}
@@ -295,6 +367,20 @@ class ExplainCallback(Callback):
             self._sink.write(trainer.loggers, grids, step=step, epoch=epoch, default_root_dir=trainer.default_root_dir)
         except Exception as err:
             self._fail("logging the images", err, epoch)
+
+    def _log_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule, out: dict[str, Tensor]) -> None:
+        assert self._probe is not None
+        per_image: dict[str, Tensor] = {}
+        scored = [m for m in self.methods if m in SCORED_METHODS]
+        for method in scored:
+            values = self._map_metrics.update(method, out[method], self._probe.masks)
+            per_image.update({f"{self.tag_prefix}/{method}/{name}": v for name, v in values.items()})
+        self.latest_per_image, self.latest_epoch = per_image, trainer.current_epoch
+        for key, value in summarize(per_image).items():
+            pl_module.log(key, value, rank_zero_only=True)
+        if scored and not self._layout_written:
+            self._layout_written = True
+            self._sink.write_layout(trainer.loggers, scalar_layout(self.tag_prefix, scored))
 
     def _grid(self, method: str, display: Tensor, rows: list[str], out: dict[str, Tensor], epoch: int) -> Tensor:
         maps = out[method]

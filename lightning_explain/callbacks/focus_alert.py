@@ -1,0 +1,161 @@
+"""FocusAlert: warn, or stop, when the model keeps looking at the wrong place.
+
+Works like ``EarlyStopping`` on a focus metric that :class:`~lightning_explain.ExplainCallback` logs (or any
+logged metric): when the value stays on the wrong side of ``threshold`` for ``patience`` explained validation
+epochs, it warns once with the epoch, the value and the probe images that look at the background, and, with
+``stop_training=True``, stops the fit with that reason.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.trainer.states import TrainerFn
+
+from lightning_explain.callbacks.explain import ExplainCallback
+
+__all__ = ["FocusAlert"]
+
+
+class FocusAlert(Callback):
+    """Alert when a focus metric stays bad for ``patience`` validation epochs.
+
+    Args:
+        monitor: a logged metric, by default the Grad-CAM lift over the object's area (0 = no better than a
+            uniform map; needs ``object_mask_key``). Without masks, ``"explain/gradcam/focus/border_lift"`` with
+            ``mode="above"`` watches the border instead; ``".../focus/energy_in_cue"`` a known spurious cue.
+        threshold: the boundary between good and bad values.
+        mode: ``"below"``: values under ``threshold`` are bad; ``"above"``: values over it are bad.
+        patience: consecutive bad epochs before the alert fires (NaN epochs neither count nor reset).
+        stop_training: also stop the fit (``trainer.should_stop``) when the alert fires.
+        name: a label used in the logged metrics and messages (default: ``monitor``).
+
+    Logged metrics (to every logger, at ``trainer.global_step``, each validation epoch during ``fit``):
+        - ``focus_alert/{name}/bad_epochs``: the current run of consecutive bad epochs.
+        - ``focus_alert/{name}/fired``: 1.0 from the epoch the alert fired on, else 0.0.
+
+    Attributes:
+        fired_epoch: the epoch the alert fired, or None.
+        history: ``[{"epoch", "value", "bad"}, ...]`` for each epoch seen; saved in checkpoints.
+
+    Example:
+        >>> alert = FocusAlert("explain/gradcam/focus/lift", threshold=0.1, patience=2)
+    """
+
+    def __init__(
+        self,
+        monitor: str = "explain/gradcam/focus/lift",
+        threshold: float = 0.0,
+        mode: Literal["below", "above"] = "below",
+        patience: int = 2,
+        stop_training: bool = False,
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        if mode not in ("below", "above"):
+            raise ValueError(f"mode must be 'below' or 'above'; got {mode!r}.")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience must be an integer >= 1; got {patience!r}.")
+        if not math.isfinite(threshold):
+            raise ValueError(f"threshold must be a finite number; got {threshold!r}.")
+        self.monitor = monitor
+        self.threshold = float(threshold)
+        self.mode = mode
+        self.patience = patience
+        self.stop_training = stop_training
+        self.name = name or monitor
+        self.fired_epoch: int | None = None
+        self.bad_epochs = 0
+        self.history: list[dict[str, Any]] = []
+        self._warned_missing = False
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(monitor=self.monitor, threshold=self.threshold, mode=self.mode)
+
+    def _is_bad(self, value: float) -> bool:
+        return value < self.threshold if self.mode == "below" else value > self.threshold
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        stop = False
+        if trainer.is_global_zero:
+            stop = self._check(trainer)
+        if self.stop_training:
+            stop = bool(trainer.strategy.reduce_boolean_decision(stop, all=False))
+            if stop:
+                trainer.should_stop = True
+
+    def _source(self, trainer: pl.Trainer) -> ExplainCallback | None:
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]
+            if isinstance(callback, ExplainCallback) and self.monitor in callback.latest_per_image:
+                return callback
+        return None
+
+    def _check(self, trainer: pl.Trainer) -> bool:
+        epoch = trainer.current_epoch
+        source = self._source(trainer)
+        if source is not None and source.latest_epoch != epoch:
+            return False  # ExplainCallback did not explain this epoch (every_n_epochs): nothing new
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            if not self._warned_missing:
+                self._warned_missing = True
+                known = sorted(k for k in trainer.callback_metrics if "focus" in k) or sorted(trainer.callback_metrics)
+                warnings.warn(
+                    f"FocusAlert: the metric {self.monitor!r} was not logged at epoch {epoch}. Logged: {known}. "
+                    "Object focus needs ExplainCallback(object_mask_key=...); without masks monitor "
+                    "'explain/gradcam/focus/border_lift' with mode='above'.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            return False
+        number = float(value)
+        bad = not math.isnan(number) and self._is_bad(number)
+        if not math.isnan(number):
+            self.bad_epochs = self.bad_epochs + 1 if bad else 0
+        self.history.append({"epoch": epoch, "value": number, "bad": bad})
+        fire = self.fired_epoch is None and self.bad_epochs >= self.patience
+        if fire:
+            self.fired_epoch = epoch
+            self._warn(epoch, number, source)
+        fired = 0.0 if self.fired_epoch is None else 1.0
+        for logger in trainer.loggers:
+            logger.log_metrics(
+                {
+                    f"focus_alert/{self.name}/bad_epochs": float(self.bad_epochs),
+                    f"focus_alert/{self.name}/fired": fired,
+                },
+                step=trainer.global_step,
+            )
+        return fire and self.stop_training
+
+    def _warn(self, epoch: int, value: float, source: ExplainCallback | None) -> None:
+        side = "below" if self.mode == "below" else "above"
+        detail = ""
+        if source is not None:
+            per_image = source.latest_per_image[self.monitor].tolist()
+            culprits = [i for i, v in enumerate(per_image) if not math.isnan(v) and self._is_bad(v)]
+            values = ", ".join(f"#{i}: {per_image[i]:.2f}" for i in culprits)
+            detail = f" Probe images on the wrong side: {culprits} ({values})."
+        action = " Stopping training." if self.stop_training else ""
+        warnings.warn(
+            f"FocusAlert at epoch {epoch}: {self.monitor} = {value:.3f} has been {side} {self.threshold} for "
+            f"{self.bad_epochs} validation epochs: the model looks at the background, not the object.{detail}"
+            f"{action}",
+            UserWarning,
+            stacklevel=2,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fired_epoch": self.fired_epoch, "bad_epochs": self.bad_epochs, "history": list(self.history)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.fired_epoch = state_dict.get("fired_epoch")
+        self.bad_epochs = int(state_dict.get("bad_epochs", 0))
+        self.history = list(state_dict.get("history", []))
