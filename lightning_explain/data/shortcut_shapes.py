@@ -302,6 +302,8 @@ class ShortcutShapesDataModule(pl.LightningDataModule):
             ``cue_agreement``, ``None`` draws no cue, ``0.0`` makes every cue conflict.
         seed: Base seed.
         num_workers: Data loader worker processes.
+        cue_size: Side of the cue patch of both sets (default ``image_size // 6``).
+        noise: Background noise std of both sets.
 
     Example:
         >>> dm = ShortcutShapesDataModule(train_size=64, val_size=32, batch_size=16, val_cue_agreement=0.0)
@@ -328,6 +330,8 @@ class ShortcutShapesDataModule(pl.LightningDataModule):
         val_cue_agreement: float | Literal["same"] | None = "same",
         seed: int = 0,
         num_workers: int = 0,
+        cue_size: int | None = None,
+        noise: float = 0.05,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -339,12 +343,23 @@ class ShortcutShapesDataModule(pl.LightningDataModule):
             raise ValueError(f"val_cue_agreement must be 'same', None or a float in [0, 1]; got {val_cue_agreement!r}.")
         else:
             val_cue_agreement = _check_probability("val_cue_agreement", val_cue_agreement)
-        common = {"image_size": image_size, "num_classes": num_classes}
         self.train_set = ShortcutShapes(
-            _check_int("train_size", train_size, 1), cue_agreement=cue_agreement, seed=2 * seed, **common
+            _check_int("train_size", train_size, 1),
+            cue_agreement=cue_agreement,
+            seed=2 * seed,
+            image_size=image_size,
+            num_classes=num_classes,
+            cue_size=cue_size,
+            noise=noise,
         )
         self.val_set = ShortcutShapes(
-            _check_int("val_size", val_size, 1), cue_agreement=val_cue_agreement, seed=2 * seed + 1, **common
+            _check_int("val_size", val_size, 1),
+            cue_agreement=val_cue_agreement,
+            seed=2 * seed + 1,
+            image_size=image_size,
+            num_classes=num_classes,
+            cue_size=cue_size,
+            noise=noise,
         )
 
     def _loader(self, dataset: ShortcutShapes, shuffle: bool) -> DataLoader[Sample]:

@@ -12,7 +12,7 @@ Focus (Selvaraju et al. energy pointing game, Arras et al. relevance mass):
 
 Drift between two maps of the same image:
     ``emd`` Wasserstein-1 distance between the maps normalised to sum 1, in units of the image side
-    (entropic Sinkhorn with epsilon scaling on a grid of at most ``grid`` x ``grid`` cells).
+    (entropic Sinkhorn with epsilon scaling on a grid of at most ``grid`` x ``grid`` cells, 8 by default).
     ``com_shift`` distance between centres of mass, in units of the image side.
     ``topk_iou`` IoU of the top ``fraction`` of pixels of each map.
     ``spearman`` rank correlation of the pixel values (average ranks for ties).
@@ -90,26 +90,33 @@ def lift(maps: Tensor, masks: Tensor) -> Tensor:
 
 
 def _average_ranks(values: Tensor) -> Tensor:
-    """1-based ranks of a 1-D tensor, ties sharing their average rank (as scipy.stats.rankdata)."""
-    _, inverse, counts = torch.unique(values, sorted=True, return_inverse=True, return_counts=True)
-    ends = counts.cumsum(0).double()
-    ranks: Tensor = (ends - (counts.double() - 1) / 2)[inverse]
-    return ranks
+    """1-based ranks along the last dimension of ``[B, N]``, ties sharing their average rank (as scipy's rankdata)."""
+    batch, n = values.shape
+    ordered, order = values.sort(dim=1)
+    new_group = torch.ones_like(ordered, dtype=torch.bool)
+    new_group[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    group = new_group.long().cumsum(dim=1) - 1 + torch.arange(batch, device=values.device)[:, None] * n
+    position = torch.arange(1, n + 1, device=values.device, dtype=torch.float64).expand(batch, n).reshape(-1)
+    flat = group.reshape(-1)
+    first = torch.full((batch * n,), float(n + 1), dtype=torch.float64, device=values.device)
+    last = torch.zeros(batch * n, dtype=torch.float64, device=values.device)
+    first = first.scatter_reduce(0, flat, position, reduce="amin")
+    last = last.scatter_reduce(0, flat, position, reduce="amax")
+    sorted_ranks = ((first + last) / 2)[flat].view(batch, n)
+    return torch.empty_like(sorted_ranks).scatter_(1, order, sorted_ranks)
 
 
 def mask_auc(maps: Tensor, masks: Tensor) -> Tensor:
     """P(a_in > a_out) + 0.5 P(a_in = a_out) over pixel pairs (Mann-Whitney); NaN for empty/full masks."""
     maps, masks = _check_pair(maps, masks)
-    out = torch.full((maps.shape[0],), _NAN, dtype=torch.float32, device=maps.device)
-    for i, (a, s) in enumerate(zip(maps.flatten(1), masks.flatten(1), strict=True)):
-        n_in = int(s.sum())
-        n_out = s.numel() - n_in
-        if n_in == 0 or n_out == 0 or not torch.isfinite(a).all():
-            continue
-        ranks = _average_ranks(a)
-        u = ranks[s].sum() - n_in * (n_in + 1) / 2
-        out[i] = float(u / (n_in * n_out))
-    return out
+    flat, inside = maps.flatten(1), masks.flatten(1)
+    n_in = inside.sum(dim=1).double()
+    n_out = inside.shape[1] - n_in
+    ranks = _average_ranks(torch.nan_to_num(flat))
+    u = (ranks * inside).sum(dim=1) - n_in * (n_in + 1) / 2
+    auc = (u / (n_in * n_out).clamp_min(1)).float()
+    valid = (n_in > 0) & (n_out > 0) & torch.isfinite(flat).all(dim=1)
+    return torch.where(valid, auc, torch.full_like(auc, _NAN))
 
 
 def pointing_game(maps: Tensor, masks: Tensor, tolerance: int = 0) -> Tensor:
@@ -153,7 +160,7 @@ def _grid_points(height: int, width: int, device: torch.device) -> Tensor:
     return torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(-1, 2)
 
 
-def emd(maps_a: Tensor, maps_b: Tensor, *, grid: int = 12, epsilon: float = 3e-3, iterations: int = 15) -> Tensor:
+def emd(maps_a: Tensor, maps_b: Tensor, *, grid: int = 8, epsilon: float = 3e-3, iterations: int = 15) -> Tensor:
     """Wasserstein-1 distance between maps normalised to sum 1, in units of the image side.
 
     Maps larger than ``grid`` x ``grid`` are first summed into that many cells (area pooling keeps the mass).
@@ -239,17 +246,13 @@ def topk_iou(maps_a: Tensor, maps_b: Tensor, fraction: float = 0.1) -> Tensor:
 
 def spearman(maps_a: Tensor, maps_b: Tensor) -> Tensor:
     """Spearman rank correlation of the pixel values per image; NaN where either map is constant."""
-    a, b = _check(maps_a), _check(maps_b)
-    out = torch.full((a.shape[0],), _NAN, dtype=torch.float32, device=a.device)
-    for i, (x, y) in enumerate(zip(a.flatten(1), b.flatten(1), strict=True)):
-        if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
-            continue
-        rx, ry = _average_ranks(x), _average_ranks(y)
-        rx, ry = rx - rx.mean(), ry - ry.mean()
-        denom = rx.norm() * ry.norm()
-        if denom > 0:
-            out[i] = float((rx * ry).sum() / denom)
-    return out
+    a, b = _check(maps_a).flatten(1), _check(maps_b).flatten(1)
+    ra, rb = _average_ranks(torch.nan_to_num(a)), _average_ranks(torch.nan_to_num(b))
+    ra, rb = ra - ra.mean(dim=1, keepdim=True), rb - rb.mean(dim=1, keepdim=True)
+    denom = ra.norm(dim=1) * rb.norm(dim=1)
+    rho = ((ra * rb).sum(dim=1) / denom.clamp_min(1e-300)).float()
+    valid = (denom > 0) & torch.isfinite(a).all(dim=1) & torch.isfinite(b).all(dim=1)
+    return torch.where(valid, rho, torch.full_like(rho, _NAN))
 
 
 # ------------------------------------------------------------------------------------------ reports
