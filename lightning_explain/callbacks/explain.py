@@ -18,7 +18,14 @@ from torch import Tensor, nn
 
 from lightning_explain.capture import default_conv_layer, preserve_model_state, resolve_layer
 from lightning_explain.functional._common import OutputTransform, check_inputs
-from lightning_explain.functional.gradients import METHODS, explain
+from lightning_explain.functional.gradients import (
+    DEFAULT_METHODS,
+    EXPENSIVE_METHODS,
+    METHOD_OPTIONS,
+    canonical_methods,
+    check_options,
+    explain,
+)
 from lightning_explain.monitor import MapMetrics, summarize
 from lightning_explain.probe import BatchUnpacker, Probe, probe_from_dataloader, probe_from_dataset
 from lightning_explain.render import explanation_grid, nonfinite_rows, to_display, valid_colormap
@@ -27,8 +34,10 @@ from lightning_explain.sinks import ImageSink, scalar_layout
 __all__ = ["ExplainCallback"]
 
 _TARGET_MODES = ("predicted", "label")
-#: Methods that give one map per image, and so get focus and drift numbers.
-SCORED_METHODS = ("gradcam", "saliency")
+#: Per-method schedule options, besides each method's own (``METHOD_OPTIONS``).
+SCHEDULE_OPTIONS = frozenset({"every_n_epochs", "max_images"})
+#: Probe images an expensive method explains unless ``method_options`` says otherwise.
+EXPENSIVE_MAX_IMAGES = 4
 
 
 class ExplainCallback(Callback):
@@ -41,7 +50,8 @@ class ExplainCallback(Callback):
     Args:
         target_layer: dotted module name (or module) for Grad-CAM and activations; None picks the last
             ``Conv2d``. Checked at setup: an unknown name fails with the closest existing names.
-        methods: any of ``"gradcam"``, ``"saliency"``, ``"activations"``.
+        methods: names from :data:`lightning_explain.functional.METHODS` (default: ``"gradcam"``,
+            ``"saliency"``, ``"activations"``, which share one pass).
         num_probe: how many validation samples form the probe (the first ones of the first val dataloader).
         probe: an explicit probe tensor ``[N, C, H, W]`` instead (``probe_labels`` ``[N]`` optional).
         probe_labels: class indices for an explicit ``probe``.
@@ -68,17 +78,21 @@ class ExplainCallback(Callback):
         probe_object_masks: object masks ``[N, H, W]`` for an explicit ``probe``.
         probe_cue_masks: cue masks ``[N, H, W]`` for an explicit ``probe``.
         border_fraction: width of the border band for the no-mask heuristic, as a fraction of the side.
+        method_options: per method, ``every_n_epochs`` and ``max_images`` (its own schedule and probe subset;
+            expensive methods default to the first 4 images) and the method's own options, e.g.
+            ``{"smoothgrad": {"samples": 8, "every_n_epochs": 5}, "occlusion": {"window": 8, "stride": 4}}``.
 
     Logged images (one per method, at ``trainer.global_step``; a row per probe image):
         - ``{tag_prefix}/gradcam``: input | Grad-CAM overlay.
         - ``{tag_prefix}/saliency``: input | saliency overlay.
         - ``{tag_prefix}/activations``: input | the ``top_k`` most active channels of ``target_layer``.
+        - ``{tag_prefix}/{method}``: input | overlay, for every other method in ``methods``.
 
     Images go to every TensorBoard logger and every logger with ``log_image``; with none, PNG files go to
     ``<log_dir>/explain_images/<tag>/epoch=EEEE-step=SSSSSSS.png`` (one warning says where).
 
     Logged metrics (through ``pl_module.log``, so ``EarlyStopping`` and ``FocusAlert`` can monitor them; the
-    median over probe images; ``{m}`` is ``gradcam`` or ``saliency``):
+    median over probe images; ``{m}`` is each single-map method, i.e. all but ``activations``):
         - ``{tag_prefix}/{m}/focus/border_energy``, ``border_area``, ``border_lift``: always (no masks needed).
         - ``{tag_prefix}/{m}/focus/energy_in_object``, ``object_area``, ``lift``, ``mask_auc``,
           ``pointing_game``: with object masks.
@@ -96,7 +110,7 @@ class ExplainCallback(Callback):
     def __init__(
         self,
         target_layer: str | nn.Module | None = None,
-        methods: Sequence[str] = METHODS,
+        methods: Sequence[str] = DEFAULT_METHODS,
         *,
         num_probe: int = 16,
         probe: Tensor | None = None,
@@ -123,15 +137,14 @@ class ExplainCallback(Callback):
         probe_object_masks: Tensor | None = None,
         probe_cue_masks: Tensor | None = None,
         border_fraction: float = 0.1,
+        method_options: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
-        methods = (methods,) if isinstance(methods, str) else tuple(methods)
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown or not methods:
-            raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}; got {list(methods)}.")
+        methods = canonical_methods(methods)
         for arg, value in (("num_probe", num_probe), ("every_n_epochs", every_n_epochs), ("top_k", top_k)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{arg} must be an integer >= 1; got {value!r}.")
+        schedule, fn_options = _split_method_options(methods, method_options, every_n_epochs)
         if not (isinstance(targets, int) and not isinstance(targets, bool) and targets >= 0) and (
             targets not in _TARGET_MODES
         ):
@@ -181,6 +194,8 @@ class ExplainCallback(Callback):
         self.tag_prefix = tag_prefix
         self.strict = strict
         self.metrics = metrics
+        self.method_options = method_options
+        self._schedule, self._fn_options = schedule, fn_options
         self.mask_keys = {
             name: key for name, key in (("object", object_mask_key), ("cue", cue_mask_key)) if key is not None
         }
@@ -244,8 +259,7 @@ class ExplainCallback(Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        fitting = trainer.state.fn == TrainerFn.FITTING
-        if fitting and trainer.current_epoch % self.every_n_epochs != 0:
+        if not self._due(trainer):
             return
         self._prepare(trainer, pl_module)
         self._explain_and_log(trainer, pl_module)
@@ -289,7 +303,8 @@ class ExplainCallback(Callback):
                 "targets='label' but the validation batches carry no class labels ([B] integers). Use "
                 "targets='predicted', label_key=... for dict batches, or unpack_batch=<callable>."
             )
-        self._compute(pl_module, limit=2)
+        cheap = [m for m in self.methods if m not in EXPENSIVE_METHODS] or ["saliency"]
+        self._compute(pl_module, cheap, limit=2)
         self._checked = True
 
     def _read_probe(self, trainer: pl.Trainer) -> Probe:
@@ -322,7 +337,9 @@ class ExplainCallback(Callback):
             mask_keys=self.mask_keys,
         )
 
-    def _compute(self, pl_module: pl.LightningModule, limit: int | None = None) -> dict[str, Tensor]:
+    def _compute(
+        self, pl_module: pl.LightningModule, methods: Sequence[str], limit: int | None = None
+    ) -> dict[str, Tensor]:
         assert self._probe is not None
         images = self._probe.images[:limit].to(pl_module.device)
         targets: Any = None if self.targets == "predicted" else self.targets
@@ -334,29 +351,47 @@ class ExplainCallback(Callback):
                 pl_module,
                 images,
                 self._layer_name,
-                self.methods,
+                methods,
                 targets,
                 top_k=self.top_k,
                 output_transform=self.output_transform,
+                options={m: o for m, o in self._fn_options.items() if m in methods},
             )
+
+    def _due(self, trainer: pl.Trainer) -> dict[int | None, list[str]]:
+        """Methods due this epoch, grouped by how many probe images they explain (one ``explain`` call each)."""
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        groups: dict[int | None, list[str]] = {}
+        for method in self.methods:
+            every, limit = self._schedule[method]
+            if not fitting or trainer.current_epoch % every == 0:
+                groups.setdefault(limit, []).append(method)
+        return groups
 
     def _explain_and_log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert self._probe is not None
         epoch, step = trainer.current_epoch, trainer.global_step
-        try:
-            out = self._compute(pl_module)
-        except Exception as err:
-            self._fail("the probe pass", err, epoch)
+        out: dict[str, Tensor] = {}
+        for limit, methods in sorted(self._due(trainer).items(), key=lambda kv: -(kv[0] or len(self._probe or []))):
+            try:
+                result = self._compute(pl_module, methods, limit)
+            except Exception as err:
+                self._fail("the probe pass" if limit is None else f"the {'/'.join(methods)} pass", err, epoch)
+                continue
+            for key, value in result.items():
+                out.setdefault(key, value)  # logits/targets of the largest group win
+        maps = [m for m in self.methods if m in out]
+        if not maps:
             return
         if self.metrics:
             try:
-                self._log_metrics(trainer, pl_module, out)
+                self._log_metrics(trainer, pl_module, out, maps)
             except Exception as err:
                 self._fail("the focus and drift metrics", err, epoch)
         display = to_display(self._probe.images.to(out["logits"].device), self.mean, self.std)
         rows = self._row_captions(out)
         grids: dict[str, Tensor] = {}
-        for method in self.methods:
+        for method in maps:
             try:
                 grids[f"{self.tag_prefix}/{method}"] = self._grid(method, display, rows, out, epoch)
             except Exception as err:
@@ -368,12 +403,16 @@ class ExplainCallback(Callback):
         except Exception as err:
             self._fail("logging the images", err, epoch)
 
-    def _log_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule, out: dict[str, Tensor]) -> None:
+    def _log_metrics(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, out: dict[str, Tensor], methods: list[str]
+    ) -> None:
         assert self._probe is not None
         per_image: dict[str, Tensor] = {}
-        scored = [m for m in self.methods if m in SCORED_METHODS]
+        scored = [m for m in methods if m != "activations"]
         for method in scored:
-            values = self._map_metrics.update(method, out[method], self._probe.masks)
+            n = out[method].shape[0]
+            masks = {name: mask[:n] for name, mask in self._probe.masks.items()}
+            values = self._map_metrics.update(method, out[method], masks)
             per_image.update({f"{self.tag_prefix}/{method}/{name}": v for name, v in values.items()})
         self.latest_per_image, self.latest_epoch = per_image, trainer.current_epoch
         for key, value in summarize(per_image).items():
@@ -393,6 +432,8 @@ class ExplainCallback(Callback):
                 UserWarning,
                 stacklevel=2,
             )
+        n = maps.shape[0]
+        display, rows = display[:n], rows[:n]
         columns = None
         if method == "activations":
             columns = [[f"ch {c}" for c in row] for row in out["activation_channels"].tolist()]
@@ -432,3 +473,30 @@ class ExplainCallback(Callback):
             UserWarning,
             stacklevel=2,
         )
+
+
+def _split_method_options(
+    methods: tuple[str, ...], options: dict[str, dict[str, Any]] | None, every_n_epochs: int
+) -> tuple[dict[str, tuple[int, int | None]], dict[str, dict[str, Any]]]:
+    """``method_options`` -> (schedule per method: (every_n_epochs, max_images or None), functional options)."""
+    options = {canonical_methods(m)[0]: dict(o) for m, o in (options or {}).items()}
+    stray = sorted(set(options) - set(methods))
+    if stray:
+        raise ValueError(f"method_options names {stray}, which are not in methods={list(methods)}.")
+    schedule: dict[str, tuple[int, int | None]] = {}
+    functional: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        opts = options.get(method, {})
+        unknown = set(opts) - SCHEDULE_OPTIONS - METHOD_OPTIONS.get(method, frozenset())
+        if unknown:
+            allowed = sorted(SCHEDULE_OPTIONS | METHOD_OPTIONS.get(method, frozenset()))
+            raise ValueError(f"method_options[{method!r}] has unknown keys {sorted(unknown)}; allowed: {allowed}.")
+        every = opts.pop("every_n_epochs", every_n_epochs)
+        limit = opts.pop("max_images", EXPENSIVE_MAX_IMAGES if method in EXPENSIVE_METHODS else None)
+        for name, value, low in (("every_n_epochs", every, 1), ("max_images", limit, 1)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise ValueError(f"method_options[{method!r}][{name!r}] must be an integer >= {low}; got {value!r}.")
+        schedule[method] = (every, limit)
+        if opts:
+            functional[method] = check_options({method: opts})[method]
+    return schedule, functional

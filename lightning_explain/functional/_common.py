@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import torch
@@ -114,3 +116,41 @@ def check_inputs(inputs: Any) -> Tensor:
             "float probe."
         )
     return inputs
+
+
+@contextmanager
+def grad_context(device: torch.device) -> Iterator[None]:
+    """Gradients on, inference mode and autocast off: maps are computed in fp32 wherever this is called from."""
+    with torch.inference_mode(False), torch.enable_grad():
+        autocast = (
+            torch.autocast(device_type=device.type, enabled=False) if device.type in ("cpu", "cuda") else nullcontext()
+        )
+        with autocast:
+            yield
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """Resolved targets: a class index per image, or a callable from logits to per-row scores."""
+
+    classes: Tensor | None
+    fn: Callable[[Tensor], Tensor] | None = None
+
+    def scores(self, logits: Tensor, rows: Tensor) -> Tensor:
+        """Scores of ``logits`` whose row ``r`` belongs to image ``rows[r]``."""
+        if self.fn is not None:
+            return self.fn(logits)
+        assert self.classes is not None
+        return logits.gather(1, self.classes[rows][:, None].to(logits.device)).squeeze(1)
+
+
+def resolve_targets(
+    model: nn.Module, inputs: Tensor, targets: Targets, output_transform: OutputTransform = None
+) -> TargetSpec:
+    """Turn ``targets`` into a :class:`TargetSpec` (one no-grad forward checks them against the model's output)."""
+    if callable(targets) and not isinstance(targets, Tensor):
+        return TargetSpec(None, targets)
+    with torch.inference_mode(False), torch.no_grad():
+        logits = logits_from_output(model(inputs.detach().clone().to(model_dtype(model))), output_transform)
+    _, classes = target_scores(logits, targets)
+    return TargetSpec(classes)
