@@ -92,8 +92,9 @@ class FocusAlert(Callback):
                 trainer.should_stop = True
 
     def _source(self, trainer: pl.Trainer) -> ExplainCallback | None:
+        """The ExplainCallback that logs the monitored metric (by its tag prefix), if any."""
         for callback in trainer.callbacks:  # type: ignore[attr-defined]
-            if isinstance(callback, ExplainCallback) and self.monitor in callback.latest_per_image:
+            if isinstance(callback, ExplainCallback) and self.monitor.startswith(f"{callback.tag_prefix}/"):
                 return callback
         return None
 
@@ -102,7 +103,8 @@ class FocusAlert(Callback):
         source = self._source(trainer)
         if source is not None and source.latest_epoch != epoch:
             return False  # ExplainCallback did not explain this epoch (every_n_epochs): nothing new
-        value = trainer.callback_metrics.get(self.monitor)
+        fresh = source is None or self.monitor in source.latest_per_image  # else a stale value from before
+        value = trainer.callback_metrics.get(self.monitor) if fresh else None
         if value is None:
             if not self._warned_missing:
                 self._warned_missing = True
