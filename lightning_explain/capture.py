@@ -91,20 +91,21 @@ class LayerRecording:
     name: str
     outputs: list[Any] = field(default_factory=list)
 
-    def feature_map(self) -> Tensor:
-        """The layer's output of its last call, checked to be a 4-D ``[B, C, H, W]`` tensor."""
+    def feature_map(self, tokens: bool = False) -> Tensor:
+        """The layer's output of its last call: ``[B, C, H, W]``, or with ``tokens`` also ``[B, T, C]``."""
         if not self.outputs:
             raise RuntimeError(
                 f"target_layer {self.name!r} was not called during the forward pass; pick a layer that the "
                 "model's forward() uses."
             )
         out = self.outputs[-1]
-        if not isinstance(out, Tensor) or out.ndim != 4:
+        if not isinstance(out, Tensor) or not (out.ndim == 4 or (tokens and out.ndim == 3)):
             shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            wanted = "a 4-D [B, C, H, W] feature map" + (" or [B, T, C] tokens" if tokens else "")
             raise ValueError(
-                f"target_layer {self.name!r} outputs {shape}; Grad-CAM and channel activations need a 4-D "
-                "[B, C, H, W] feature map. Choose a convolutional layer (e.g. the last conv block), or "
-                "target_layer=None for the last Conv2d."
+                f"target_layer {self.name!r} outputs {shape}; Grad-CAM and channel activations need {wanted}. "
+                "Choose a convolutional layer (e.g. the last conv block) or a transformer block, or "
+                "target_layer=None for the default layer."
             )
         return out
 

@@ -16,14 +16,16 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 
-from lightning_explain.capture import default_conv_layer, preserve_model_state, resolve_layer
+from lightning_explain.capture import preserve_model_state, resolve_layer
 from lightning_explain.functional._common import OutputTransform, check_inputs
 from lightning_explain.functional.gradients import (
     DEFAULT_METHODS,
     EXPENSIVE_METHODS,
+    LAYER_METHODS,
     METHOD_OPTIONS,
     canonical_methods,
     check_options,
+    default_layer,
     explain,
 )
 from lightning_explain.monitor import MapMetrics, summarize
@@ -38,6 +40,10 @@ _TARGET_MODES = ("predicted", "label")
 SCHEDULE_OPTIONS = frozenset({"every_n_epochs", "max_images"})
 #: Probe images an expensive method explains unless ``method_options`` says otherwise.
 EXPENSIVE_MAX_IMAGES = 4
+#: Extra views of the ``attention`` method (one column per head / per layer) and their column captions.
+STRIP_VIEWS = {"attention_heads": "head", "attention_layers": "layer"}
+#: Probe images shown in those views.
+STRIP_IMAGES = 4
 
 
 class ExplainCallback(Callback):
@@ -87,6 +93,9 @@ class ExplainCallback(Callback):
         - ``{tag_prefix}/saliency``: input | saliency overlay.
         - ``{tag_prefix}/activations``: input | the ``top_k`` most active channels of ``target_layer``.
         - ``{tag_prefix}/{method}``: input | overlay, for every other method in ``methods``.
+        - ``{tag_prefix}/attention_heads`` and ``{tag_prefix}/attention_layers`` (with ``"attention"``): for the
+          first 4 probe images, the class-token attention of each head of the chosen layer, and of every
+          layer from 0 to L-1 (how attention forms through depth).
 
     Images go to every TensorBoard logger and every logger with ``log_image``; with none, PNG files go to
     ``<log_dir>/explain_images/<tag>/epoch=EEEE-step=SSSSSSS.png`` (one warning says where).
@@ -224,17 +233,14 @@ class ExplainCallback(Callback):
 
     @property
     def _needs_layer(self) -> bool:
-        return any(m in ("gradcam", "activations") for m in self.methods)
+        return any(m in LAYER_METHODS for m in self.methods)
 
     # ----------------------------------------------------------------------------------------- hooks
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._needs_layer:
-            name, _ = (
-                default_conv_layer(pl_module)
-                if self.target_layer is None
-                else resolve_layer(pl_module, self.target_layer)
-            )
+            target = default_layer(pl_module) if self.target_layer is None else self.target_layer
+            name, _ = resolve_layer(pl_module, target)
             self._layer_name = name
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -391,7 +397,8 @@ class ExplainCallback(Callback):
         display = to_display(self._probe.images.to(out["logits"].device), self.mean, self.std)
         rows = self._row_captions(out)
         grids: dict[str, Tensor] = {}
-        for method in maps:
+        views = maps + [view for view in STRIP_VIEWS if view in out]
+        for method in views:
             try:
                 grids[f"{self.tag_prefix}/{method}"] = self._grid(method, display, rows, out, epoch)
             except Exception as err:
@@ -422,7 +429,7 @@ class ExplainCallback(Callback):
             self._sink.write_layout(trainer.loggers, scalar_layout(self.tag_prefix, scored))
 
     def _grid(self, method: str, display: Tensor, rows: list[str], out: dict[str, Tensor], epoch: int) -> Tensor:
-        maps = out[method]
+        maps = out[method][:STRIP_IMAGES] if method in STRIP_VIEWS else out[method]
         bad = nonfinite_rows(maps)
         if bad and f"nonfinite/{method}" not in self._warned:
             self._warned.add(f"nonfinite/{method}")
@@ -437,6 +444,8 @@ class ExplainCallback(Callback):
         columns = None
         if method == "activations":
             columns = [[f"ch {c}" for c in row] for row in out["activation_channels"].tolist()]
+        elif method in STRIP_VIEWS:
+            columns = [[f"{STRIP_VIEWS[method]} {j}" for j in range(maps.shape[1])]] * n
         return explanation_grid(
             display,
             maps,

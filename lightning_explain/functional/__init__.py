@@ -10,12 +10,28 @@ Example:
 """
 
 from lightning_explain.functional._common import normalize_maps, upsample_maps
+from lightning_explain.functional.attention import (
+    ViTLayout,
+    attention_rollout,
+    capture_attention,
+    cls_attention,
+    default_token_layer,
+    grad_rollout,
+    token_grad_cam,
+    tokens_to_grid,
+    vit_attention,
+    vit_grad_rollout,
+    vit_layout,
+    vit_rollout,
+)
 from lightning_explain.functional.gradients import (
+    ATTENTION_METHODS,
     DEFAULT_METHODS,
     EXPENSIVE_METHODS,
     METHOD_OPTIONS,
     METHODS,
     channel_activations,
+    default_layer,
     eigen_cam,
     explain,
     grad_cam,
@@ -32,15 +48,23 @@ from lightning_explain.functional.gradients import (
 )
 
 __all__ = [
+    "ATTENTION_METHODS",
     "DEFAULT_METHODS",
     "EXPENSIVE_METHODS",
     "METHODS",
     "METHOD_OPTIONS",
+    "ViTLayout",
+    "attention_rollout",
+    "capture_attention",
     "channel_activations",
+    "cls_attention",
+    "default_layer",
+    "default_token_layer",
     "eigen_cam",
     "explain",
     "grad_cam",
     "grad_cam_plus_plus",
+    "grad_rollout",
     "gradient_x_input",
     "hires_cam",
     "integrated_gradients",
@@ -50,6 +74,12 @@ __all__ = [
     "saliency",
     "score_cam",
     "smooth_grad",
+    "token_grad_cam",
+    "tokens_to_grid",
     "upsample_maps",
+    "vit_attention",
+    "vit_grad_rollout",
+    "vit_layout",
+    "vit_rollout",
     "xgrad_cam",
 ]

@@ -10,7 +10,7 @@ live for one pass). Maps are computed in fp32 with autocast off, also inside ``t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -30,16 +30,29 @@ from lightning_explain.functional._common import (
     target_scores,
     upsample_maps,
 )
+from lightning_explain.functional.attention import (
+    ViTLayout,
+    attention_rollout,
+    capture_attention,
+    cls_attention,
+    default_token_layer,
+    grad_rollout,
+    tokens_to_grid,
+    vit_layout,
+)
 from lightning_explain.functional.cams import CAM_METHODS, GRADIENT_CAMS, cam_from_gradients, eigen_projection
 from lightning_explain.functional.path import integrated_gradients_attr, smooth_grad_attr
 from lightning_explain.functional.perturbation import occlusion_map, score_cam_map
 
 __all__ = [
+    "ATTENTION_METHODS",
     "DEFAULT_METHODS",
     "EXPENSIVE_METHODS",
+    "LAYER_METHODS",
     "METHODS",
     "METHOD_OPTIONS",
     "channel_activations",
+    "default_layer",
     "eigen_cam",
     "explain",
     "grad_cam",
@@ -65,6 +78,9 @@ METHODS: tuple[str, ...] = (
     "integrated_gradients",
     "occlusion",
     "activations",
+    "attention",
+    "rollout",
+    "grad_rollout",
 )
 #: What :func:`explain` and the callback compute when not told otherwise: cheap, one pass.
 DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "saliency", "activations")
@@ -76,9 +92,14 @@ METHOD_OPTIONS: dict[str, frozenset[str]] = {
     "smoothgrad": frozenset({"samples", "noise_level", "seed", "internal_batch_size"}),
     "integrated_gradients": frozenset({"steps", "method", "baseline", "internal_batch_size"}),
     "occlusion": frozenset({"window", "stride", "baseline", "batch_size"}),
+    "attention": frozenset({"layer"}),
+    "rollout": frozenset({"head_fusion", "discard_ratio"}),
 }
+#: Methods that read a vision transformer's attention weights.
+ATTENTION_METHODS: tuple[str, ...] = ("attention", "rollout", "grad_rollout")
 _ALIASES = {"gradcam++": "gradcampp", "ig": "integrated_gradients", "gradient_x_input": "gradxinput"}
-_LAYER_METHODS = frozenset({*CAM_METHODS, "scorecam", "activations"})
+#: Methods that read the target layer.
+LAYER_METHODS = frozenset({*CAM_METHODS, "scorecam", "activations"})
 _INPUT_GRAD_METHODS = frozenset({"saliency", "gradxinput"})
 
 
@@ -108,6 +129,20 @@ def check_options(options: Mapping[str, Mapping[str, Any]] | None) -> dict[str, 
     return checked
 
 
+def find_vit_layout(model: nn.Module) -> ViTLayout | None:
+    """The model's vision-transformer layout, or None when it is not a supported ViT."""
+    try:
+        return vit_layout(model)
+    except ValueError:
+        return None
+
+
+def default_layer(model: nn.Module) -> str:
+    """The layer explained when none is given: a working token layer of a ViT, else the last ``Conv2d``."""
+    layout = find_vit_layout(model)
+    return default_token_layer(model, layout) if layout is not None else default_conv_layer(model)[0]
+
+
 def _finish(maps: Tensor, size: tuple[int, int], upsample: bool, normalize: bool) -> Tensor:
     if upsample:
         maps = upsample_maps(maps, size)
@@ -132,10 +167,15 @@ def explain(
     Args:
         model: the classifier. Its train/eval mode is left as it is (the callback puts it in eval).
         inputs: floating-point images ``[B, C, H, W]``.
-        layer: dotted module name or module for the CAMs and activations; None picks the last ``Conv2d``.
+        layer: dotted module name or module for the CAMs and activations; None picks :func:`default_layer` (the
+            last ``Conv2d``, or for a ViT the output of the second-to-last block). Token layers ``[B, T, C]`` of a
+            ViT are reshaped to the patch grid (prefix tokens dropped).
         methods: any of :data:`METHODS`: ``gradcam``, ``gradcampp`` (alias ``gradcam++``), ``xgradcam``,
             ``layercam``, ``hirescam``, ``eigencam``, ``scorecam``, ``saliency``, ``gradxinput``,
-            ``smoothgrad``, ``integrated_gradients``, ``occlusion``, ``activations``.
+            ``smoothgrad``, ``integrated_gradients``, ``occlusion``, ``activations``, and for vision
+            transformers ``attention`` (class-token attention of ``options["attention"]["layer"]``, default the
+            last; also gives ``attention_heads`` ``[B, heads, H, W]`` and ``attention_layers`` ``[B, L, H, W]``),
+            ``rollout`` and ``grad_rollout``.
         targets: None (predicted class), an int, a tensor of one class index per sample, or a callable from
             logits ``[B, C]`` to per-sample scores ``[B]``.
         top_k: channels per image for ``"activations"``.
@@ -162,40 +202,68 @@ def explain(
     inputs = check_inputs(inputs)
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}.")
-    need_layer = bool(_LAYER_METHODS.intersection(wanted))
+    need_layer = bool(LAYER_METHODS.intersection(wanted))
     layer_grads = bool(set(GRADIENT_CAMS).intersection(wanted))
     input_grads = bool(_INPUT_GRAD_METHODS.intersection(wanted))
+    attention_wanted = [m for m in ATTENTION_METHODS if m in wanted]
+    layout = find_vit_layout(model) if attention_wanted or need_layer else None
+    if attention_wanted and layout is None:
+        raise ValueError(
+            f"{attention_wanted} read a vision transformer's attention; {type(model).__name__} is not a supported "
+            "ViT (torchvision VisionTransformer, timm VisionTransformer family, Hugging Face ViT)."
+        )
     if need_layer:
-        name, module = default_conv_layer(model) if layer is None else resolve_layer(model, layer)
+        name, module = resolve_layer(model, default_layer(model) if layer is None else layer)
+    keep_attention_graph = "grad_rollout" in wanted
+    any_grad = layer_grads or input_grads or keep_attention_graph
 
     result: dict[str, Tensor] = {}
     with grad_context(inputs.device):
         # Clone inside inference_mode(False): tensors made under inference mode cannot be saved for backward.
         x = inputs.detach().clone().to(model_dtype(model))
         size = (int(x.shape[-2]), int(x.shape[-1]))
-        x.requires_grad_(layer_grads or input_grads)  # also gives a frozen backbone a graph to differentiate
+        x.requires_grad_(any_grad)  # also gives a frozen backbone a graph to differentiate
+        attention_capture: AbstractContextManager[list[Tensor]] = (
+            capture_attention(model, layout, keep_graph=keep_attention_graph)
+            if attention_wanted and layout is not None
+            else nullcontext([])
+        )
         with (
-            torch.set_grad_enabled(layer_grads or input_grads),
+            torch.set_grad_enabled(any_grad),
             record_layer(module, name) if need_layer else nullcontext() as recording,
+            attention_capture as attentions,
         ):
             output = model(x)
-        activations = recording.feature_map() if recording is not None else None
+        activations = recording.feature_map(tokens=layout is not None) if recording is not None else None
+
+        def as_grid(t: Tensor) -> Tensor:
+            return tokens_to_grid(t, layout) if t.ndim == 3 and layout is not None else t
+
         logits = logits_from_output(output, output_transform)
         if logits.shape[0] != x.shape[0]:
             raise ValueError(f"the model returned {logits.shape[0]} rows of logits for {x.shape[0]} inputs.")
         scores, classes = target_scores(logits, targets)
         result["logits"] = logits.detach().float()
         result["targets"] = classes
-        act = activations.detach().float() if activations is not None else None
+        act = as_grid(activations.detach()).float() if activations is not None else None
 
-        if layer_grads or input_grads:
-            wrt = ([activations] if layer_grads and activations is not None else []) + ([x] if input_grads else [])
+        if any_grad:
+            wrt = [activations] if layer_grads and activations is not None else []
+            wrt += [x] if input_grads else []
+            wrt += list(attentions) if keep_attention_graph else []
             grads = torch.autograd.grad(scores.sum(), wrt, allow_unused=True)
             grads = tuple(torch.zeros_like(t) if g is None else g for g, t in zip(grads, wrt, strict=True))
             for method in (m for m in wanted if m in GRADIENT_CAMS):
                 assert act is not None
-                cam = cam_from_gradients(method, act, grads[0].float())
+                cam = cam_from_gradients(method, act, as_grid(grads[0]).float())
                 result[method] = _finish(cam, size, upsample, normalize)
+            if keep_attention_graph:
+                assert layout is not None
+                attention_grads = [g.float() for g in grads[len(grads) - len(attentions) :]]
+                fused = grad_rollout([a.detach().float() for a in attentions], attention_grads, layout)
+                result["grad_rollout"] = _finish(fused, size, upsample, normalize)
+                grads = grads[: len(grads) - len(attentions)]
+        if input_grads:
             grad_x = grads[-1].detach().float()
             if "saliency" in wanted:
                 result["saliency"] = _finish(grad_x.abs().amax(dim=1), size, False, normalize)
@@ -203,6 +271,9 @@ def explain(
                 attr = (grad_x * x.detach().float()).sum(dim=1).abs()
                 result["gradxinput"] = _finish(attr, size, False, normalize)
         del output, logits, scores
+        if attention_wanted:
+            assert layout is not None
+            _attention_maps(list(attentions), layout, wanted, opts, result, size, upsample, normalize)
 
         if "eigencam" in wanted:
             assert act is not None
@@ -224,6 +295,31 @@ def explain(
             plain = x.detach()
             _expensive(model, plain, act, spec, wanted, opts, output_transform, result, size, upsample, normalize)
     return result
+
+
+def _attention_maps(
+    attentions: list[Tensor],
+    layout: ViTLayout,
+    wanted: tuple[str, ...],
+    opts: dict[str, dict[str, Any]],
+    result: dict[str, Tensor],
+    size: tuple[int, int],
+    upsample: bool,
+    normalize: bool,
+) -> None:
+    weights = [a.detach().float() for a in attentions]
+    if "attention" in wanted:
+        index = int(opts.get("attention", {}).get("layer", -1))
+        if not -len(weights) <= index < len(weights):
+            raise ValueError(f"options['attention']['layer']={index} is out of range for {len(weights)} layers.")
+        heads = cls_attention(weights[index], layout)
+        result["attention"] = _finish(heads.mean(dim=1), size, upsample, normalize)
+        result["attention_heads"] = _finish(heads, size, upsample, normalize)
+        per_layer = torch.stack([cls_attention(w, layout).mean(dim=1) for w in weights], dim=1)
+        result["attention_layers"] = _finish(per_layer, size, upsample, normalize)
+    if "rollout" in wanted:
+        rolled = attention_rollout(weights, layout, **opts.get("rollout", {}))
+        result["rollout"] = _finish(rolled, size, upsample, normalize)
 
 
 def _expensive(
