@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -407,60 +407,46 @@ def grad_cam(
     return _single("gradcam", model, inputs, layer, targets, upsample, normalize, output_transform)
 
 
-def grad_cam_plus_plus(
-    model: nn.Module,
-    inputs: Tensor,
-    layer: str | nn.Module | None,
-    targets: Targets = None,
-    *,
-    upsample: bool = True,
-    normalize: bool = True,
-    output_transform: OutputTransform = None,
-) -> Tensor:
-    """Grad-CAM++ (Chattopadhay et al. 2018), ``[B, H, W]``; see :mod:`lightning_explain.functional.cams`."""
-    return _single("gradcampp", model, inputs, layer, targets, upsample, normalize, output_transform)
+class CamFunction(Protocol):
+    """The signature shared by the one-layer CAM functions."""
+
+    def __call__(
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        layer: str | nn.Module | None,
+        targets: Targets = None,
+        *,
+        upsample: bool = True,
+        normalize: bool = True,
+        output_transform: OutputTransform = None,
+    ) -> Tensor: ...
 
 
-def xgrad_cam(
-    model: nn.Module,
-    inputs: Tensor,
-    layer: str | nn.Module | None,
-    targets: Targets = None,
-    *,
-    upsample: bool = True,
-    normalize: bool = True,
-    output_transform: OutputTransform = None,
-) -> Tensor:
-    """XGrad-CAM (Fu et al. 2020), ``[B, H, W]``."""
-    return _single("xgradcam", model, inputs, layer, targets, upsample, normalize, output_transform)
+def _cam_function(method: str, name: str, summary: str) -> CamFunction:
+    def cam(
+        model: nn.Module,
+        inputs: Tensor,
+        layer: str | nn.Module | None,
+        targets: Targets = None,
+        *,
+        upsample: bool = True,
+        normalize: bool = True,
+        output_transform: OutputTransform = None,
+    ) -> Tensor:
+        return _single(method, model, inputs, layer, targets, upsample, normalize, output_transform)
+
+    cam.__name__ = cam.__qualname__ = name
+    cam.__doc__ = (
+        f"{summary}, ``[B, H, W]``; arguments as :func:`grad_cam` (see :mod:`lightning_explain.functional.cams`)."
+    )
+    return cam
 
 
-def layer_cam(
-    model: nn.Module,
-    inputs: Tensor,
-    layer: str | nn.Module | None,
-    targets: Targets = None,
-    *,
-    upsample: bool = True,
-    normalize: bool = True,
-    output_transform: OutputTransform = None,
-) -> Tensor:
-    """LayerCAM (Jiang et al. 2021), ``[B, H, W]``."""
-    return _single("layercam", model, inputs, layer, targets, upsample, normalize, output_transform)
-
-
-def hires_cam(
-    model: nn.Module,
-    inputs: Tensor,
-    layer: str | nn.Module | None,
-    targets: Targets = None,
-    *,
-    upsample: bool = True,
-    normalize: bool = True,
-    output_transform: OutputTransform = None,
-) -> Tensor:
-    """HiResCAM (Draelos & Carin 2020), ``[B, H, W]``."""
-    return _single("hirescam", model, inputs, layer, targets, upsample, normalize, output_transform)
+grad_cam_plus_plus = _cam_function("gradcampp", "grad_cam_plus_plus", "Grad-CAM++ (Chattopadhay et al. 2018)")
+xgrad_cam = _cam_function("xgradcam", "xgrad_cam", "XGrad-CAM (Fu et al. 2020)")
+layer_cam = _cam_function("layercam", "layer_cam", "LayerCAM (Jiang et al. 2021)")
+hires_cam = _cam_function("hirescam", "hires_cam", "HiResCAM (Draelos & Carin 2020)")
 
 
 def eigen_cam(
