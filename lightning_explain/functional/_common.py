@@ -141,16 +141,41 @@ class TargetSpec:
         if self.fn is not None:
             return self.fn(logits)
         assert self.classes is not None
-        return logits.gather(1, self.classes[rows][:, None].to(logits.device)).squeeze(1)
+        classes = self.classes[rows].to(logits.device)
+        if classes.numel() and int(classes.max()) >= logits.shape[1]:
+            raise ValueError(
+                f"target class indices must lie in [0, {logits.shape[1] - 1}] for a model with {logits.shape[1]} "
+                f"outputs; got {self.classes.tolist()}."
+            )
+        return logits.gather(1, classes[:, None]).squeeze(1)
 
 
 def resolve_targets(
     model: nn.Module, inputs: Tensor, targets: Targets, output_transform: OutputTransform = None
 ) -> TargetSpec:
-    """Turn ``targets`` into a :class:`TargetSpec` (one no-grad forward checks them against the model's output)."""
+    """Turn ``targets`` into a :class:`TargetSpec`; only ``None`` costs a (no-grad) forward, for the predictions.
+
+    Class indices are checked against the model's number of outputs when the first scores are taken.
+    """
     if callable(targets) and not isinstance(targets, Tensor):
         return TargetSpec(None, targets)
-    with torch.inference_mode(False), torch.no_grad():
-        logits = logits_from_output(model(inputs.detach().clone().to(model_dtype(model))), output_transform)
-    _, classes = target_scores(logits, targets)
+    if targets is None:
+        with torch.inference_mode(False), torch.no_grad():
+            logits = logits_from_output(model(inputs.detach().clone().to(model_dtype(model))), output_transform)
+        return TargetSpec(logits.argmax(dim=1))
+    batch = inputs.shape[0]
+    if isinstance(targets, int) and not isinstance(targets, bool):
+        classes = torch.full((batch,), targets, dtype=torch.long, device=inputs.device)
+    elif isinstance(targets, Tensor):
+        classes = targets.to(device=inputs.device, dtype=torch.long).reshape(-1)
+        if classes.numel() != batch:
+            raise ValueError(
+                f"targets has {classes.numel()} class indices for a batch of {batch}: give one per sample."
+            )
+    else:
+        raise TypeError(
+            f"targets must be None, an int, a tensor of class indices or a callable; got {type(targets).__name__}."
+        )
+    if classes.numel() and int(classes.min()) < 0:
+        raise ValueError(f"target class indices must be >= 0; got {classes.tolist()}.")
     return TargetSpec(classes)

@@ -188,7 +188,7 @@ def explain(
     Returns:
         ``logits`` ``[B, C]``, ``targets`` ``[B]`` (class explained; -1 for a callable), a ``[B, H, W]`` map
         per method (``activations``: ``[B, k, H, W]`` with ``activation_channels`` ``[B, k]``;
-        ``integrated_gradients`` also ``integrated_gradients_delta`` ``[B]``). All fp32 and detached.
+        ). All fp32 and detached.
 
     Example:
         >>> import torch, torchvision
@@ -345,11 +345,10 @@ def _expensive(
         attr = smooth_grad_attr(model, x, spec, generator=generator, output_transform=output_transform, **sg_opts)
         result["smoothgrad"] = _finish(attr.amax(dim=1), size, False, normalize)
     if "integrated_gradients" in wanted:
-        attr, delta = integrated_gradients_attr(
-            model, x, spec, output_transform=output_transform, **opts.get("integrated_gradients", {})
+        attr, _ = integrated_gradients_attr(
+            model, x, spec, output_transform=output_transform, with_delta=False, **opts.get("integrated_gradients", {})
         )
         result["integrated_gradients"] = _finish(attr.sum(dim=1).abs(), size, False, normalize)
-        result["integrated_gradients_delta"] = delta
     if "occlusion" in wanted:
         occ_opts = dict(opts.get("occlusion", {}))
         for key in ("window", "stride"):
@@ -551,16 +550,18 @@ def integrated_gradients(
     method: str = "gausslegendre",
     internal_batch_size: int = 32,
     output_transform: OutputTransform = None,
-) -> tuple[Tensor, Tensor]:
-    """Integrated Gradients (Sundararajan et al. 2017): attributions ``[B, C, H, W]`` and completeness error ``[B]``.
+    return_convergence_delta: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Integrated Gradients (Sundararajan et al. 2017): attributions ``[B, C, H, W]``.
 
-    ``attributions.sum() - (S(x) - S(baseline))`` is the error; it shrinks as ``steps`` grows. ``explain``'s
-    ``integrated_gradients`` map is ``|sum over channels|``.
+    With ``return_convergence_delta`` also the completeness error ``[B]``, ``attributions.sum() - (S(x) -
+    S(baseline))`` (one more forward); it shrinks as ``steps`` grows. ``explain``'s ``integrated_gradients``
+    map is ``|sum over channels|``.
 
     Example:
         >>> import torch, torchvision
         >>> model = torchvision.models.resnet18(num_classes=10).eval()
-        >>> attr, delta = integrated_gradients(model, torch.rand(1, 3, 32, 32), steps=8)
+        >>> attr, delta = integrated_gradients(model, torch.rand(1, 3, 32, 32), steps=8, return_convergence_delta=True)
         >>> attr.shape, delta.shape
         (torch.Size([1, 3, 32, 32]), torch.Size([1]))
     """
@@ -576,7 +577,10 @@ def integrated_gradients(
             method=method,
             internal_batch_size=internal_batch_size,
             output_transform=output_transform,
+            with_delta=return_convergence_delta,
         )
+    if delta is None:
+        return attr.detach()
     return attr.detach(), delta.detach()
 
 
