@@ -37,6 +37,20 @@ def logits_from_output(output: Any, output_transform: OutputTransform = None) ->
     return output
 
 
+def class_indices(targets: int | Tensor, batch: int, device: torch.device) -> Tensor:
+    """One class index per sample ``[B]`` from an int or a tensor of indices (range checks are the caller's)."""
+    if isinstance(targets, int) and not isinstance(targets, bool):
+        return torch.full((batch,), targets, dtype=torch.long, device=device)
+    if isinstance(targets, Tensor):
+        index = targets.to(device=device, dtype=torch.long).reshape(-1)
+        if index.numel() != batch:
+            raise ValueError(f"targets has {index.numel()} class indices for a batch of {batch}: give one per sample.")
+        return index
+    raise TypeError(
+        f"targets must be None, an int, a tensor of class indices or a callable; got {type(targets).__name__}."
+    )
+
+
 def target_scores(logits: Tensor, targets: Targets) -> tuple[Tensor, Tensor]:
     """Per-sample scores to explain, and the class index per sample (-1 where a callable chose the score).
 
@@ -50,18 +64,7 @@ def target_scores(logits: Tensor, targets: Targets) -> tuple[Tensor, Tensor]:
             got = list(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
             raise ValueError(f"a targets callable must return one score per sample, shape [{batch}]; got {got}.")
         return scores, torch.full((batch,), -1, dtype=torch.long, device=logits.device)
-    if targets is None:
-        index = logits.detach().argmax(dim=1)
-    elif isinstance(targets, int) and not isinstance(targets, bool):
-        index = torch.full((batch,), targets, dtype=torch.long, device=logits.device)
-    elif isinstance(targets, Tensor):
-        index = targets.to(device=logits.device, dtype=torch.long).reshape(-1)
-        if index.numel() != batch:
-            raise ValueError(f"targets has {index.numel()} class indices for a batch of {batch}: give one per sample.")
-    else:
-        raise TypeError(
-            f"targets must be None, an int, a tensor of class indices or a callable; got {type(targets).__name__}."
-        )
+    index = logits.detach().argmax(dim=1) if targets is None else class_indices(targets, batch, logits.device)
     if index.numel() and (int(index.min()) < 0 or int(index.max()) >= num_classes):
         raise ValueError(
             f"target class indices must lie in [0, {num_classes - 1}] for a model with {num_classes} outputs; "
@@ -163,19 +166,7 @@ def resolve_targets(
         with torch.inference_mode(False), torch.no_grad():
             logits = logits_from_output(model(inputs.detach().clone().to(model_dtype(model))), output_transform)
         return TargetSpec(logits.argmax(dim=1))
-    batch = inputs.shape[0]
-    if isinstance(targets, int) and not isinstance(targets, bool):
-        classes = torch.full((batch,), targets, dtype=torch.long, device=inputs.device)
-    elif isinstance(targets, Tensor):
-        classes = targets.to(device=inputs.device, dtype=torch.long).reshape(-1)
-        if classes.numel() != batch:
-            raise ValueError(
-                f"targets has {classes.numel()} class indices for a batch of {batch}: give one per sample."
-            )
-    else:
-        raise TypeError(
-            f"targets must be None, an int, a tensor of class indices or a callable; got {type(targets).__name__}."
-        )
+    classes = class_indices(targets, inputs.shape[0], inputs.device)
     if classes.numel() and int(classes.min()) < 0:
         raise ValueError(f"target class indices must be >= 0; got {classes.tolist()}.")
     return TargetSpec(classes)
