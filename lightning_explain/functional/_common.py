@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -121,15 +121,18 @@ def check_inputs(inputs: Any) -> Tensor:
     return inputs
 
 
+def autocast_off(device: torch.device) -> AbstractContextManager[Any]:
+    """Autocast disabled on ``device`` (maps are computed in the model's own dtype, fp32 for mixed precision)."""
+    if device.type in ("cpu", "cuda"):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return nullcontext()
+
+
 @contextmanager
 def grad_context(device: torch.device) -> Iterator[None]:
     """Gradients on, inference mode and autocast off: maps are computed in fp32 wherever this is called from."""
-    with torch.inference_mode(False), torch.enable_grad():
-        autocast = (
-            torch.autocast(device_type=device.type, enabled=False) if device.type in ("cpu", "cuda") else nullcontext()
-        )
-        with autocast:
-            yield
+    with torch.inference_mode(False), torch.enable_grad(), autocast_off(device):
+        yield
 
 
 @dataclass(frozen=True)

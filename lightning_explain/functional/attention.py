@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,7 +43,9 @@ from lightning_explain.capture import record_layer, resolve_layer
 from lightning_explain.functional._common import (
     OutputTransform,
     Targets,
+    autocast_off,
     check_inputs,
+    grad_context,
     logits_from_output,
     model_dtype,
     target_scores,
@@ -639,15 +641,9 @@ def default_token_layer(model: nn.Module, layout: ViTLayout | None = None) -> st
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _autocast_off(device: torch.device) -> Any:
-    if device.type in ("cpu", "cuda"):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return nullcontext()
-
-
 def _attention_pass(model: nn.Module, inputs: Tensor, layout: ViTLayout, layers: Sequence[int] | None) -> list[Tensor]:
     inputs = check_inputs(inputs)
-    with torch.no_grad(), _autocast_off(inputs.device):
+    with torch.no_grad(), autocast_off(inputs.device):
         x = inputs.to(model_dtype(model))
         with capture_attention(model, layout, keep_graph=False, layers=layers) as attentions:
             model(x)
@@ -701,12 +697,6 @@ def vit_rollout(
     return attention_rollout(attentions, layout, head_fusion=head_fusion, discard_ratio=discard_ratio)
 
 
-def _grad_context(stack: ExitStack, inputs: Tensor) -> None:
-    stack.enter_context(torch.inference_mode(False))
-    stack.enter_context(torch.enable_grad())
-    stack.enter_context(_autocast_off(inputs.device))
-
-
 def vit_grad_rollout(
     model: nn.Module,
     inputs: Tensor,
@@ -738,7 +728,7 @@ def vit_grad_rollout(
     inputs = check_inputs(inputs)
     layout = vit_layout(model)
     with ExitStack() as stack:
-        _grad_context(stack, inputs)
+        stack.enter_context(grad_context(inputs.device))
         x = inputs.detach().clone().to(model_dtype(model)).requires_grad_(True)
         with capture_attention(model, layout, keep_graph=True) as attentions:
             output = model(x)
@@ -784,7 +774,7 @@ def token_grad_cam(
     layout = vit_layout(model)
     name, module = resolve_layer(model, default_token_layer(model, layout) if layer is None else layer)
     with ExitStack() as stack:
-        _grad_context(stack, inputs)
+        stack.enter_context(grad_context(inputs.device))
         x = inputs.detach().clone().to(model_dtype(model)).requires_grad_(True)
         with record_layer(module, name) as recording:
             output = model(x)
