@@ -224,6 +224,48 @@ def test_internal_batch_sizes_do_not_change_results(cnn):
     torch.testing.assert_close(smooth_grad(cnn, x, internal_batch_size=1), smooth_grad(cnn, x, internal_batch_size=99))
 
 
+class _FlatMLP(nn.Module):
+    """A model that ``.view``s its input, which a channels_last tensor cannot take."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(3 * 8 * 8 + 4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.conv(x).mean(dim=(2, 3))
+        return self.fc(torch.cat([x.view(x.shape[0], -1), pooled], dim=1))
+
+
+def test_perturbation_passes_fall_back_to_contiguous_inputs_for_models_that_view_them():
+    torch.manual_seed(3)
+    model = _FlatMLP().eval()
+    x = torch.rand(2, 3, 8, 8)
+    with pytest.raises(RuntimeError):
+        model(x.contiguous(memory_format=torch.channels_last))
+    classes = torch.tensor([1, 3])
+    ours = occlusion(model, x, classes, window=(3, 3), stride=(2, 2))
+    ref = captum_attr.Occlusion(model).attribute(x, target=classes, sliding_window_shapes=(3, 3, 3), strides=(3, 2, 2))
+    torch.testing.assert_close(ours, ref[:, 0].float(), rtol=1e-4, atol=1e-6)
+    assert score_cam(model, x, "conv", classes).shape == (2, 8, 8)
+
+
+def test_bf16_precision_is_opt_in_and_close_to_fp32(resnet):
+    x = torch.rand(2, 3, 64, 64)
+    classes = torch.tensor([2, 7])
+    exact = score_cam(resnet, x, "layer4", classes, batch_size=128)
+    fast = score_cam(resnet, x, "layer4", classes, batch_size=128, precision="bf16")
+    assert not torch.equal(exact, fast)  # it really ran in bf16
+    torch.testing.assert_close(fast, exact, rtol=0, atol=5e-3)
+    drop = occlusion(resnet, x, classes, window=(16, 16), stride=(16, 16))
+    drop_bf16 = occlusion(resnet, x, classes, window=(16, 16), stride=(16, 16), precision="bf16")
+    assert torch.corrcoef(torch.stack([drop.flatten(), drop_bf16.flatten()]))[0, 1] > 0.98
+    with pytest.raises(ValueError, match=r"precision must be one of \('fp32', 'bf16'\); got 'fp16'"):
+        score_cam(resnet, x, "layer4", classes, precision="fp16")  # type: ignore[arg-type]
+    out = explain(resnet, x, "layer4", ("scorecam",), targets=classes, options={"scorecam": {"precision": "bf16"}})
+    torch.testing.assert_close(out["scorecam"], fast)
+
+
 def test_callback_runs_expensive_methods_on_their_own_schedule_and_subset(tmp_path):
     cb = ExplainCallback(
         "features.3",

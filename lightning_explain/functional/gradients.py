@@ -42,7 +42,7 @@ from lightning_explain.functional.attention import (
 )
 from lightning_explain.functional.cams import CAM_METHODS, GRADIENT_CAMS, cam_from_gradients, eigen_projection
 from lightning_explain.functional.path import integrated_gradients_attr, smooth_grad_attr
-from lightning_explain.functional.perturbation import occlusion_map, score_cam_map
+from lightning_explain.functional.perturbation import Precision, occlusion_map, score_cam_map
 
 __all__ = [
     "ATTENTION_METHODS",
@@ -88,10 +88,10 @@ DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "saliency", "activations")
 EXPENSIVE_METHODS: tuple[str, ...] = ("scorecam", "smoothgrad", "integrated_gradients", "occlusion")
 #: Options each expensive method takes in ``explain(options={method: {...}})``.
 METHOD_OPTIONS: dict[str, frozenset[str]] = {
-    "scorecam": frozenset({"batch_size"}),
+    "scorecam": frozenset({"batch_size", "precision"}),
     "smoothgrad": frozenset({"samples", "noise_level", "seed", "internal_batch_size"}),
     "integrated_gradients": frozenset({"steps", "method", "baseline", "internal_batch_size"}),
-    "occlusion": frozenset({"window", "stride", "baseline", "batch_size"}),
+    "occlusion": frozenset({"window", "stride", "baseline", "batch_size", "precision"}),
     "attention": frozenset({"layer"}),
     "rollout": frozenset({"head_fusion", "discard_ratio"}),
 }
@@ -468,11 +468,15 @@ def score_cam(
     targets: Targets = None,
     *,
     batch_size: int = 64,
+    precision: Precision = "fp32",
     upsample: bool = True,
     normalize: bool = True,
     output_transform: OutputTransform = None,
 ) -> Tensor:
     """Score-CAM (Wang et al. 2020), ``[B, H, W]``: one no-grad forward per channel, ``batch_size`` at a time.
+
+    ``precision="bf16"`` runs the masked passes under bfloat16 autocast: faster on CPUs with bf16 support, with
+    a normalised map that differs from the fp32 one by about 1e-3.
 
     Example:
         >>> import torch, torchvision
@@ -481,7 +485,15 @@ def score_cam(
         torch.Size([1, 32, 32])
     """
     return _single(
-        "scorecam", model, inputs, layer, targets, upsample, normalize, output_transform, {"batch_size": batch_size}
+        "scorecam",
+        model,
+        inputs,
+        layer,
+        targets,
+        upsample,
+        normalize,
+        output_transform,
+        {"batch_size": batch_size, "precision": precision},
     )
 
 
@@ -605,11 +617,13 @@ def occlusion(
     stride: tuple[int, int] = (8, 8),
     baseline: float = 0.0,
     batch_size: int = 64,
+    precision: Precision = "fp32",
     output_transform: OutputTransform = None,
 ) -> Tensor:
     """Occlusion (Zeiler & Fergus 2014): the mean target-score drop per pixel, ``[B, H, W]`` (signed).
 
-    ``explain``'s ``occlusion`` map is the positive part, normalised.
+    ``explain``'s ``occlusion`` map is the positive part, normalised. ``precision="bf16"`` runs the occluded
+    passes under bfloat16 autocast (faster on CPUs with bf16 support, scores differ by about 1e-2).
     """
     inputs = check_inputs(inputs)
     spec = resolve_targets(model, inputs, targets, output_transform)
@@ -623,6 +637,7 @@ def occlusion(
             baseline=baseline,
             batch_size=batch_size,
             output_transform=output_transform,
+            precision=precision,
         )
 
 

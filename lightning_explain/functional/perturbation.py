@@ -1,7 +1,11 @@
 """Methods that perturb the input and look at the score: Score-CAM and Occlusion.
 
 Both run batched, without gradients (``torch.inference_mode``), in chunks of at most ``batch_size`` perturbed
-images, so memory stays bounded whatever the number of channels or windows.
+images, so memory stays bounded whatever the number of channels or windows. The perturbed images are passed in
+``channels_last`` memory format, which CPU convolutions run faster (the logits agree with the contiguous pass to
+float rounding, ~1e-6); a model that cannot take that layout (a ``.view`` on the input, say) is detected on the
+first chunk and gets contiguous images from then on. ``precision="bf16"`` is an opt-in that runs those passes
+under bfloat16 autocast: about twice as fast again on CPUs with bf16 support, with maps that move by ~1e-3.
 
 - Score-CAM (Wang et al. 2020): each channel of the layer, upsampled to the input (bilinear, corners aligned)
   and min-max normalised, masks the input; the target logit of each masked input, softmaxed over the
@@ -15,6 +19,7 @@ images, so memory stays bounded whatever the number of channels or windows.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,13 +27,45 @@ from torch import Tensor, nn
 
 from lightning_explain.functional._common import OutputTransform, TargetSpec, logits_from_output, model_dtype
 
-__all__ = ["occlusion_map", "score_cam_map"]
+__all__ = ["PRECISIONS", "Precision", "occlusion_map", "score_cam_map"]
+
+Precision = Literal["fp32", "bf16"]
+#: The precisions the perturbed forward passes can run in.
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
 
-def _forward_scores(
-    model: nn.Module, batch: Tensor, spec: TargetSpec, rows: Tensor, output_transform: OutputTransform
-) -> Tensor:
-    return spec.scores(logits_from_output(model(batch), output_transform).float(), rows)
+class _PerturbedForward:
+    """Target scores of batches of perturbed images: ``channels_last`` when the model takes it, optional bf16."""
+
+    def __init__(
+        self, model: nn.Module, spec: TargetSpec, output_transform: OutputTransform, precision: Precision
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}.")
+        self.model = model
+        self.spec = spec
+        self.output_transform = output_transform
+        self.bf16 = precision == "bf16"
+        self.channels_last: bool | None = None  # decided on the first batch
+
+    def _scores(self, batch: Tensor, rows: Tensor) -> Tensor:
+        with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model(batch)
+        return self.spec.scores(logits_from_output(out, self.output_transform).float(), rows)
+
+    def __call__(self, batch: Tensor, rows: Tensor) -> Tensor:
+        if batch.dim() != 4 or self.channels_last is False:
+            return self._scores(batch, rows)
+        fast = batch.contiguous(memory_format=torch.channels_last)
+        if self.channels_last:
+            return self._scores(fast, rows)
+        try:
+            scores = self._scores(fast, rows)
+        except RuntimeError:  # the model cannot take channels_last (a .view on its input): contiguous from now on
+            self.channels_last = False
+            return self._scores(batch, rows)
+        self.channels_last = True
+        return scores
 
 
 def score_cam_map(
@@ -39,6 +76,7 @@ def score_cam_map(
     *,
     batch_size: int = 64,
     output_transform: OutputTransform = None,
+    precision: Precision = "fp32",
 ) -> Tensor:
     """Score-CAM at the layer's resolution ``[B, h, w]`` from the layer's ``activations`` ``[B, K, h, w]``."""
     if batch_size < 1:
@@ -46,6 +84,7 @@ def score_cam_map(
     batch, channels = activations.shape[:2]
     size = tuple(inputs.shape[-2:])
     dtype = model_dtype(model)
+    forward = _PerturbedForward(model, spec, output_transform, precision)
     weights = torch.empty(batch, channels, device=activations.device)
     with torch.inference_mode():
         for b in range(batch):
@@ -61,9 +100,9 @@ def score_cam_map(
             for start in range(0, live.numel(), batch_size):
                 chunk = live[start : start + batch_size]
                 masked = image * masks[chunk, None].to(dtype)
-                scores[chunk] = _forward_scores(model, masked, spec, rows[: chunk.numel()], output_transform)
+                scores[chunk] = forward(masked, rows[: chunk.numel()])
             if constant.any():
-                scores[constant] = _forward_scores(model, image * 0, spec, rows[:1], output_transform)
+                scores[constant] = forward(image * 0, rows[:1])
             weights[b] = torch.softmax(scores, dim=0)
     return torch.relu(torch.einsum("bk,bkhw->bhw", weights, activations.float()))
 
@@ -83,12 +122,14 @@ def occlusion_map(
     baseline: float = 0.0,
     batch_size: int = 64,
     output_transform: OutputTransform = None,
+    precision: Precision = "fp32",
 ) -> Tensor:
     """Occlusion attribution ``[B, H, W]``: the mean score drop when a window over the pixel is occluded."""
     if min(*window, *stride, batch_size) < 1:
         raise ValueError(f"window, stride and batch_size must be >= 1; got {window}, {stride}, {batch_size}.")
     batch, _, height, width = inputs.shape
     dtype = model_dtype(model)
+    forward = _PerturbedForward(model, spec, output_transform, precision)
     boxes = [
         (top, left)
         for top in _window_starts(height, window[0], stride[0])
@@ -103,12 +144,12 @@ def occlusion_map(
         for b in range(batch):
             image = inputs[b : b + 1].to(dtype)
             rows = torch.full((batch_size,), b, dtype=torch.long, device=inputs.device)
-            reference = _forward_scores(model, image, spec, rows[:1], output_transform)
+            reference = forward(image, rows[:1])
             total = torch.zeros(height, width, device=inputs.device)
             for start in range(0, len(boxes), batch_size):
                 masks = cover[start : start + batch_size, None].to(dtype)
                 occluded = image * (1 - masks) + baseline * masks
-                drops = reference - _forward_scores(model, occluded, spec, rows[: masks.shape[0]], output_transform)
+                drops = reference - forward(occluded, rows[: masks.shape[0]])
                 total += torch.einsum("n,nhw->hw", drops, cover[start : start + batch_size])
             out[b] = torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
     return out
