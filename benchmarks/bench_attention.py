@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
 import torch
 import torchvision
+from _memory import child_peak_mib, print_peak_extra_mib
 from torch import nn
 
 from lightning_explain.functional import explain
@@ -65,31 +64,14 @@ def call(model: nn.Module, x: torch.Tensor, variant: str) -> Callable[[], object
     return lambda: explain(model, x, None, methods)
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
-
 def child(model_name: str, variant: str) -> None:
     model, x = build(model_name)
-    fn = call(model, x, variant)
-    before = _status_kib("VmRSS")
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")
-    fn()
-    print((_status_kib("VmHWM") - before) / 1024.0)
+    print_peak_extra_mib(call(model, x, variant))
 
 
 def peak_mib(model_name: str, variant: str) -> str:
-    cmd = [sys.executable, __file__, "--child", model_name, variant]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    try:
-        return f"{float(proc.stdout.strip().splitlines()[-1]):.0f}"
-    except (ValueError, IndexError):
-        return "n/a"
+    value = child_peak_mib([__file__, "--child", model_name, variant], f"{model_name}:{variant}")
+    return "n/a" if value is None else f"{value:.0f}"
 
 
 def main() -> None:

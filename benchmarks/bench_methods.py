@@ -74,11 +74,8 @@ import contextlib
 import copy
 import gc
 import io
-import math
 import platform
 import statistics
-import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -89,6 +86,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
+from _memory import child_peak_mib, print_peak_extra_mib
 from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -431,28 +429,11 @@ def time_method(s: Setup, method: str, warmup: int, repeats: int) -> dict[str, l
 # ------------------------------------------------------------------------------------------------------ memory
 
 
-def _proc_status_kib(name: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(name + ":"):
-                return int(line.split()[1])  # "VmHWM:   123456 kB"
-    raise KeyError(name)
-
-
 def memory_child(cfg: Config, method: str, side: str) -> None:
     """Print the peak RSS growth in MiB of one call of ``method``'s ``side`` (nan where it cannot be measured)."""
     s = build_setup(cfg, (method,))
     fn = VARIANTS[method][side]
-    gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")  # reset the peak RSS (VmHWM) to the current RSS
-        before = _proc_status_kib("VmRSS")
-    except OSError:
-        print(math.nan)
-        return
-    fn(s)
-    print((_proc_status_kib("VmHWM") - before) / 1024.0)
+    print_peak_extra_mib(lambda: fn(s))
 
 
 def _config_flags(args: argparse.Namespace) -> list[str]:
@@ -466,16 +447,8 @@ def measure_memory(args: argparse.Namespace, method: str) -> dict[str, float | N
     """Peak RSS growth (MiB) of one call per side, each in a fresh subprocess."""
     result: dict[str, float | None] = {}
     for side in SIDES:
-        cmd = [sys.executable, __file__, *_config_flags(args), "--_memory-child", f"{method}:{side}"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        lines = proc.stdout.strip().splitlines()
-        try:
-            value = float(lines[-1]) if proc.returncode == 0 and lines else math.nan
-        except ValueError:
-            value = math.nan
-        result[side] = None if math.isnan(value) else value
-        if proc.returncode != 0:
-            print(f"  memory child for {method}:{side} failed: {proc.stderr.strip()[-500:]}", file=sys.stderr)
+        args_ = [__file__, *_config_flags(args), "--_memory-child", f"{method}:{side}"]
+        result[side] = child_peak_mib(args_, f"{method}:{side}")
     return result
 
 

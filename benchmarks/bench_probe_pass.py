@@ -45,11 +45,8 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import math
 import platform
 import statistics
-import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -60,6 +57,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
+from _memory import child_peak_mib, print_peak_extra_mib
 from captum.attr import Saliency
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -215,41 +213,18 @@ def measure_memory(args: argparse.Namespace) -> dict[str, float | None]:
     """Peak RSS growth (MiB) of one call per variant, each in a fresh subprocess."""
     result: dict[str, float | None] = {}
     for index, name in enumerate(VARIANTS):
-        cmd = [sys.executable, __file__, "--batch", str(args.batch), "--size", str(args.size)]
-        cmd += ["--_memory-child", str(index)]
+        cmd = [__file__, "--batch", str(args.batch), "--size", str(args.size), "--_memory-child", str(index)]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        lines = proc.stdout.strip().splitlines()
-        value = float(lines[-1]) if proc.returncode == 0 and lines else math.nan
-        result[name] = None if math.isnan(value) else value
-        if proc.returncode != 0:
-            print(f"  memory child for {name!r} failed: {proc.stderr.strip()[-500:]}", file=sys.stderr)
+        result[name] = child_peak_mib(cmd, repr(name))
     return result
-
-
-def _proc_status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])  # "VmHWM:   123456 kB"
-    raise KeyError(field)
 
 
 def memory_child(index: int, batch: int, size: int) -> None:
     """Print the peak RSS growth in MiB of one call of variant ``index`` (nan where it cannot be measured)."""
     s = build_setup(batch, size)
     fn = list(VARIANTS.values())[index]
-    gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")  # reset the peak RSS (VmHWM) to the current RSS
-        before = _proc_status_kib("VmRSS")
-    except OSError:
-        print(math.nan)
-        return
-    fn(s)
-    print((_proc_status_kib("VmHWM") - before) / 1024.0)
+    print_peak_extra_mib(lambda: fn(s))
 
 
 def main() -> None:
