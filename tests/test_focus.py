@@ -34,9 +34,9 @@ def _masks(top_left: bool, n: int = 4, size: int = 16) -> torch.Tensor:
 
 def _explain(object_on_top_left: bool, **kwargs) -> ExplainCallback:
     probe = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    kwargs.setdefault("methods", ("saliency",))
     return ExplainCallback(
         "features.4",
-        methods=("saliency",),
         probe=probe,
         probe_object_masks=_masks(object_on_top_left),
         probe_cue_masks=_masks(not object_on_top_left),
@@ -130,6 +130,18 @@ def test_alert_counts_only_explained_epochs(tmp_path):
     with pytest.warns(UserWarning, match="FocusAlert at epoch 2"):
         t.fit(TopLeft(), *loaders())
     assert [h["epoch"] for h in alert.history] == [0, 2]
+
+
+def test_alert_skips_epochs_where_its_method_was_not_due(tmp_path):
+    alert = FocusAlert(SALIENCY_LIFT, threshold=0.0, patience=2)
+    cb = _explain(False, methods=("saliency", "gradxinput"), method_options={"saliency": {"every_n_epochs": 2}})
+    t = trainer(tmp_path, logger=False, callbacks=[cb, alert], max_epochs=4)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        t.fit(TopLeft(), *loaders())
+    assert not [w for w in record if "was not logged" in str(w.message)]
+    assert any("FocusAlert at epoch 2" in str(w.message) for w in record)
+    assert [h["epoch"] for h in alert.history] == [0, 2]  # epochs 1 and 3 ran only gradxinput
 
 
 def test_missing_metric_warns_once_with_what_is_logged(tmp_path):

@@ -213,6 +213,8 @@ class ExplainCallback(Callback):
         self.latest_per_image: dict[str, Tensor] = {}
         #: The epoch ``latest_per_image`` belongs to.
         self.latest_epoch: int | None = None
+        #: The methods scored at ``latest_epoch`` (each method runs on its own schedule).
+        self.latest_methods: tuple[str, ...] = ()
         self._map_metrics = MapMetrics(border_fraction)
         self._layout_written = False
 
@@ -422,6 +424,7 @@ class ExplainCallback(Callback):
             values = self._map_metrics.update(method, out[method], masks)
             per_image.update({f"{self.tag_prefix}/{method}/{name}": v for name, v in values.items()})
         self.latest_per_image, self.latest_epoch = per_image, trainer.current_epoch
+        self.latest_methods = tuple(scored)
         for key, value in summarize(per_image).items():
             pl_module.log(key, value, rank_zero_only=True)
         if scored and not self._layout_written:

@@ -103,6 +103,10 @@ class FocusAlert(Callback):
         source = self._source(trainer)
         if source is not None and source.latest_epoch != epoch:
             return False  # ExplainCallback did not explain this epoch (every_n_epochs): nothing new
+        if source is not None:
+            method = self.monitor[len(source.tag_prefix) + 1 :].split("/")[0]
+            if method in source.methods and method not in source.latest_methods:
+                return False  # that method has its own every_n_epochs and was not due this epoch
         fresh = source is None or self.monitor in source.latest_per_image  # else a stale value from before
         value = trainer.callback_metrics.get(self.monitor) if fresh else None
         if value is None:
