@@ -45,12 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    if args.command == "demo":
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:  # the demo parses its own options (argparse's REMAINDER drops leading "--x")
         from lightning_explain.demo import main as demo_main
 
-        demo_main(list(args.args))
+        demo_main(argv[1:])
         return 0
+    args = build_parser().parse_args(argv)
     from lightning_explain.report import write_report
 
     try:
