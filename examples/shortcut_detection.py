@@ -4,7 +4,7 @@ The code lives in :mod:`lightning_explain.demo` (also run by ``lightning-explain
 copyable entry point used by ``make demo``:
 
     python examples/shortcut_detection.py --out runs/shortcut_demo
-    tensorboard --logdir runs/shortcut_demo --samples_per_plugin images=0
+    tensorboard --logdir runs/shortcut_demo --samples_per_plugin images=1000
     lightning-explain report runs/shortcut_demo -o report.html
 """
 

@@ -15,7 +15,7 @@ Run (well under 3 minutes on 2 CPU cores), from the console entry point or the e
 
     lightning-explain demo --out runs/shortcut_demo
     python examples/shortcut_detection.py --out runs/shortcut_demo
-    tensorboard --logdir runs/shortcut_demo --samples_per_plugin images=0
+    tensorboard --logdir runs/shortcut_demo --samples_per_plugin images=1000
     lightning-explain report runs/shortcut_demo -o report.html
 """
 
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print_table(runs)
     print(f"\nSummary: {args.out / 'summary.json'}")
-    print(f"View the logs with:\n  tensorboard --logdir {args.out} --samples_per_plugin images=0")
+    print(f"View the logs with:\n  tensorboard --logdir {args.out} --samples_per_plugin images=1000")
     if args.report is not None:
         from lightning_explain.report import write_report
 
