@@ -7,7 +7,6 @@ Image loggers, in the order they are recognised:
   style): one ``H x W x 3`` ``uint8`` array per call.
 - MLflow (``MLFlowLogger``: its ``experiment`` is an ``MlflowClient`` and the logger has a ``run_id``):
   ``MlflowClient.log_image(run_id, image, key=tag, step=step)``, shown in MLflow's image view per step.
-- Comet (``CometLogger``: its ``experiment`` has ``log_image(image_data, name=..., step=...)``).
 
 With none of them, PNG files go to ``<log_dir>/explain_images/<tag>/epoch=EEEE-step=SSSSSSS.png`` (next to a
 ``CSVLogger``'s ``metrics.csv``), or under the Trainer's ``default_root_dir`` without a logger.
@@ -64,8 +63,7 @@ def image_writer(logger: Any) -> ImageWriter | None:
     """A function that sends one image to ``logger``, or None when the logger takes no images.
 
     Example:
-        >>> from pytorch_lightning.loggers import CSVLogger
-        >>> image_writer(CSVLogger("/tmp/csv_logs")) is None
+        >>> image_writer(object()) is None  # e.g. a CSVLogger: no images, PNG files instead
         True
     """
     writer = _tensorboard_writer(logger)
@@ -73,17 +71,13 @@ def image_writer(logger: Any) -> ImageWriter | None:
         return lambda tag, image, step: writer.add_image(tag, image, global_step=step, dataformats="CHW")
     if callable(getattr(logger, "log_image", None)):
         return lambda tag, image, step: logger.log_image(key=tag, images=[_hwc(image)], step=step)
-    module = type(logger).__module__
-    if "mlflow" in module.lower() and isinstance(getattr(logger, "run_id", None), str | None):
+    mlflow_like = any("mlflow" in cls.__module__.lower() for cls in type(logger).__mro__)
+    if mlflow_like and isinstance(getattr(logger, "run_id", None), str | None):
         client = _experiment(logger)
         if client is not None and callable(getattr(client, "log_image", None)):
             return lambda tag, image, step: client.log_image(
                 logger.run_id, _hwc(image), key=tag, step=step, synchronous=True
             )
-    if "comet" in module.lower():
-        experiment = _experiment(logger)
-        if experiment is not None and callable(getattr(experiment, "log_image", None)):
-            return lambda tag, image, step: experiment.log_image(_hwc(image), name=tag, step=step)
     return None
 
 
@@ -92,7 +86,7 @@ def _hwc(image: Tensor) -> Any:
 
 
 def image_capable(logger: Any) -> bool:
-    """Whether ``logger`` can receive images (TensorBoard, ``log_image`` loggers, MLflow, Comet)."""
+    """Whether ``logger`` can receive images (TensorBoard, ``log_image`` loggers, MLflow)."""
     return image_writer(logger) is not None
 
 

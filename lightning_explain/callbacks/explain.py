@@ -99,7 +99,7 @@ class ExplainCallback(Callback):
           first 4 probe images, the class-token attention of each head of the chosen layer, and of every
           layer from 0 to L-1 (how attention forms through depth).
 
-    Images go to every TensorBoard logger, every logger with ``log_image`` (W&B), MLflow and Comet; with none,
+    Images go to every TensorBoard logger, every logger with ``log_image`` (W&B) and MLflow; with none,
     PNG files go to ``<log_dir>/explain_images/<tag>/epoch=EEEE-step=SSSSSSS.png`` (one warning says where).
 
     Logged text (TensorBoard only, at the grids' step): ``{tag_prefix}/layout``, one JSON line per explained
