@@ -197,10 +197,13 @@ def _chart_groups(run: RunData, base: str) -> list[tuple[str, dict[str, list[tup
     drift = _curves(run, base, "drift")
     distance = {k: v for k, v in drift.items() if k.startswith(("emd_", "com_shift_"))}
     similarity = {k: v for k, v in drift.items() if k not in distance}
+    focus = _curves(run, base, "focus")
+    on_object = {k: v for k, v in focus.items() if not k.startswith(("cue_", "energy_in_cue", "border_"))}
     groups = [
         ("drift: distance (image sides)", distance),
         ("drift: similarity", similarity),
-        ("focus", _curves(run, base, "focus")),
+        ("focus on the object", on_object),
+        ("focus on the cue and the border", {k: v for k, v in focus.items() if k not in on_object}),
     ]
     return [(title, series) for title, series in groups if series]
 
@@ -226,10 +229,12 @@ h1{font-size:1.4em} h2{font-size:1.2em;border-bottom:1px solid #ccc;margin-top:2
 """
 
 _JS = """
+const sources = JSON.parse(document.getElementById('sources').textContent);
 const sections = Array.from(document.querySelectorAll('.method'));
 function show(section, index) {
   const frames = JSON.parse(section.dataset.frames);
   const frame = frames[index];
+  const src = sources[frame.source];
   section.querySelector('input.slider').value = index;
   section.querySelector('.epoch-label').textContent = frame.label;
   section.querySelectorAll('.tile').forEach((tile, r) => {
@@ -239,7 +244,7 @@ function show(section, index) {
     const crop = tile.querySelector('.crop'), img = tile.querySelector('img');
     crop.style.height = row[1] + 'px'; crop.style.width = frame.width + 'px';
     img.style.marginTop = (-row[0]) + 'px';
-    if (img.getAttribute('src') !== frame.src) img.setAttribute('src', frame.src);
+    if (img.getAttribute('src') !== src) img.setAttribute('src', src);
   });
   section.querySelectorAll('svg.chart').forEach(svg => {
     const line = svg.querySelector('.marker');
@@ -270,18 +275,21 @@ if (all) {
 """
 
 
-def _section(run: RunData, tag: str, frames: Sequence[Frame], uid: str) -> str:
+def _section(run: RunData, tag: str, frames: Sequence[Frame], uid: str, sources: list[str]) -> str:
+    """One method's block; the frames' data URIs are appended to ``sources`` (stored once in the page)."""
     prefix, method = _method_of(tag, run.prefixes)
-    data = [
-        {
-            "label": _label(f),
-            "src": _data_uri(f.png),
-            "rows": f.rows,
-            "width": f.size[1],
-            "x": f.epoch if f.epoch is not None else f.step,
-        }
-        for f in frames
-    ]
+    data = []
+    for f in frames:
+        sources.append(_data_uri(f.png))
+        data.append(
+            {
+                "label": _label(f),
+                "source": len(sources) - 1,
+                "rows": f.rows,
+                "width": f.size[1],
+                "x": f.epoch if f.epoch is not None else f.step,
+            }
+        )
     last = frames[-1]
     tiles = []
     for r in range(max(len(f.rows) for f in frames)):
@@ -289,7 +297,7 @@ def _section(run: RunData, tag: str, frames: Sequence[Frame], uid: str) -> str:
         top, height = last.rows[r] if r < len(last.rows) else (0, 0)
         tiles.append(
             f'<div class="tile"><div class="crop" style="width:{last.size[1]}px;height:{height}px">'
-            f'<img alt="{html.escape(tag)} row {r}" src="{data[-1]["src"]}" style="margin-top:{-top}px"></div>'
+            f'<img alt="{html.escape(tag)} row {r}" style="margin-top:{-top}px"></div>'
             f"<span>{html.escape(caption)}</span></div>"
         )
     charts = "".join(line_chart(title, series) for title, series in _chart_groups(run, f"{prefix}/{method}"))
@@ -308,13 +316,14 @@ def _section(run: RunData, tag: str, frames: Sequence[Frame], uid: str) -> str:
 def render_html(runs: Sequence[RunData], title: str, progress: Progress | None = None) -> str:
     """The report as one HTML string (no external references)."""
     body = []
+    sources: list[str] = []  # every frame's data URI, once; the tiles' <img> get theirs from the script
     epochs: set[int] = set()
     count = 0
     for run in runs:
         parts = []
         for tag, frames in sorted(run.images.items()):
             if frames:
-                parts.append(_section(run, tag, frames, f"m{count}"))
+                parts.append(_section(run, tag, frames, f"m{count}", sources))
                 epochs.update(f.epoch for f in frames if f.epoch is not None)
                 count += 1
             if progress is not None:
@@ -339,7 +348,9 @@ def render_html(runs: Sequence[RunData], title: str, progress: Progress | None =
         f"<h1>{html.escape(title)}</h1>"
         '<p class="note">Each tile is one probe image (caption: true label y, prediction p | the maps). Move a '
         "slider to change the epoch; the red dashed line in the curves marks it.</p>"
-        f"{top}{''.join(body)}<script>{_JS}</script></body></html>"
+        f"{top}{''.join(body)}<noscript>The sliders and images need JavaScript.</noscript>"
+        f'<script type="application/json" id="sources">{json.dumps(sources)}</script>'
+        f"<script>{_JS}</script></body></html>"
     )
 
 

@@ -14,7 +14,10 @@ from collections.abc import Mapping, Sequence
 
 __all__ = ["line_chart", "nice_ticks"]
 
-_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
+_PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+    "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000", "#aec7e8",
+)  # fmt: skip
 
 
 def nice_ticks(low: float, high: float, count: int = 5, *, min_step: float = 0.0) -> list[float]:

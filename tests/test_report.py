@@ -35,7 +35,18 @@ def _sections(text: str) -> dict[str, list[dict[str, Any]]]:
         r'<section class="method" id="m\d+" data-tag="([^"]+)" data-frames=\'([^\']+)\'', text
     ):
         out[unescape(tag)] = json.loads(unescape(frames))
+    sources = _sources(text)
+    for frames in out.values():
+        for frame in frames:
+            frame["src"] = sources[frame["source"]]
     return out
+
+
+def _sources(text: str) -> list[str]:
+    """The data URIs the page stores once (the tiles' <img> get theirs from the script)."""
+    found = re.search(r'<script type="application/json" id="sources">(.*?)</script>', text)
+    assert found is not None
+    return list(json.loads(found.group(1)))
 
 
 def _png(uri: str) -> np.ndarray:
@@ -84,6 +95,8 @@ def test_report_is_self_contained(report):
     assert "http://" not in text and "https://" not in text and "//" not in re.sub(r"data:[^\"']+", "", text)
     for attr, value in re.findall(r'\b(src|href)="([^"]*)"', text):
         assert value.startswith("data:image/png;base64,"), (attr, value[:40])
+    sources = _sources(text)
+    assert len(sources) == 3 * RUN_EPOCHS and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "<script src" not in text and "<link" not in text
     assert path.stat().st_size < 3_000_000
 
@@ -94,9 +107,9 @@ def test_report_draws_the_drift_and_focus_curves(report):
         section = text.split(f'data-tag="explain/{method}"', 1)[1].split("</section>", 1)[0]
         charts = re.findall(r'<svg class="chart".*?</svg>', section)
         titles = [re.search(r'font-weight="600">([^<]+)<', c).group(1) for c in charts]  # type: ignore[union-attr]
-        assert titles == ["drift: distance (image sides)", "drift: similarity", "focus"]
+        assert titles == ["drift: distance (image sides)", "drift: similarity", "focus on the cue and the border"]
         assert ">emd_prev<" in charts[0] and ">emd_chance<" in charts[0]
-        assert ">border_lift<" in charts[2]
+        assert ">border_lift<" in charts[2]  # no masks in this run: only the border numbers
         # One polyline per series, one point per explained epoch (emd_prev: from the second epoch on).
         polylines = re.findall(r'points="([^"]+)"', charts[0])
         assert max(len(p.split()) for p in polylines) == RUN_EPOCHS
@@ -159,7 +172,7 @@ def test_cli_demo_trains_and_writes_the_report(tmp_path, capsys):
     assert set(_sections(text)) == {"explain/gradcam", "explain/saliency", "explain/activations"}
     assert "<h2>shortcut/seed0</h2>" in text and "<h2>clean/seed0</h2>" in text
     # With object and cue masks, the focus chart has the object and cue numbers.
-    assert ">lift<" in text and ">energy_in_cue<" in text
+    assert ">lift<" in text and ">energy_in_cue<" in text and "focus on the object" in text
     assert "HTML report:" in capsys.readouterr().out
 
 
