@@ -35,7 +35,7 @@ def nice_ticks(low: float, high: float, count: int = 5, *, min_step: float = 0.0
     first = math.floor(low / step) * step
     ticks, value = [], first
     while value <= high + step * 1e-9:
-        ticks.append(round(value, 10))
+        ticks.append(round(value, 10) + 0.0)  # + 0.0: no "-0" label
         value += step
     return ticks
 
