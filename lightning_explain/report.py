@@ -72,6 +72,7 @@ class Frame:
     png: bytes
     size: tuple[int, int]
     rows: list[tuple[int, int]]  # (top, height) of each probe image's row; one whole-grid row without a layout
+    cut: bool = True  # whether ``rows`` come from a logged layout (False: the whole grid)
 
 
 @dataclass
@@ -146,11 +147,10 @@ def read_run(path: str | Path, name: str | None = None) -> RunData:
         for event in acc.Images(tag):
             png = bytes(event.encoded_image_string)
             size = _png_size(png)
-            frames.append(
-                Frame(
-                    run.step_epoch.get(event.step), event.step, png, size, _rows(layouts.get((tag, event.step)), size)
-                )
-            )
+            layout = layouts.get((tag, event.step))
+            rows = _rows(layout, size)
+            cut = layout is not None and rows != [(0, size[0])]
+            frames.append(Frame(run.step_epoch.get(event.step), event.step, png, size, rows, cut))
         run.images[tag] = sorted(frames, key=lambda f: f.step)
     return run
 
@@ -293,7 +293,7 @@ def _section(run: RunData, tag: str, frames: Sequence[Frame], uid: str, sources:
     last = frames[-1]
     tiles = []
     for r in range(max(len(f.rows) for f in frames)):
-        caption = f"probe image #{r}" if len(last.rows) > 1 or r > 0 else "whole grid (no layout logged)"
+        caption = f"probe image #{r}" if last.cut else "whole grid (no layout logged)"
         top, height = last.rows[r] if r < len(last.rows) else (0, 0)
         tiles.append(
             f'<div class="tile"><div class="crop" style="width:{last.size[1]}px;height:{height}px">'

@@ -123,7 +123,7 @@ def test_a_grid_without_layout_is_shown_whole(explained_run, tmp_path):
     assert len(frame.rows) == RUN_PROBE
     for frames in run.images.values():
         for f in frames:
-            f.rows = [(0, f.size[0])]
+            f.rows, f.cut = [(0, f.size[0])], False
     sections = _sections(render_html([run], "t"))
     assert all(len(f["rows"]) == 1 and f["rows"][0] == [0, frame.size[0]] for f in sections["explain/gradcam"])
     assert "whole grid (no layout logged)" in render_html([run], "t")
@@ -207,3 +207,13 @@ def test_report_in_the_browser_moves_with_the_slider(report, browser):
         assert page.locator(f'section[data-tag="{tag}"] .epoch-label').text_content().startswith("epoch 2 ")
     marker = section.locator("svg.chart .marker").first
     assert marker.evaluate("(el) => el.style.display") == "" and float(marker.get_attribute("x1")) > 0
+
+
+def test_a_single_probe_image_is_one_cut_row(explained_run):
+    run = read_run(explained_run["log_dir"])
+    frames = run.images["explain/gradcam"]
+    for f in frames:
+        f.rows = f.rows[:1]
+    run.images = {"explain/gradcam": frames}
+    text = render_html([run], "t")
+    assert "probe image #0" in text and "whole grid" not in text and "probe image #1" not in text
