@@ -8,7 +8,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 DEMO_ARGS ?=
 
-.PHONY: demo test lint bench install-dev
+.PHONY: demo test lint bench install-dev browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,16 @@ install-dev: $(DEV_STAMP)
 demo: $(RUNTIME_STAMP)
 	$(PY) examples/shortcut_detection.py $(DEMO_ARGS)
 
-test: $(DEV_STAMP)
+# Headless Chromium for the browser tests (Debian's package; playwright drives it, no browser download).
+# Installed when missing and we are root; otherwise the browser tests skip (and fail under CI=true).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing and we are not root: the browser tests will skip (fail under CI=true)"; fi; }
+
+test: $(DEV_STAMP) browser
 	$(PY) -m pytest
 
 lint: $(DEV_STAMP)

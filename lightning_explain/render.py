@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["colorize", "compose_grid", "overlay", "to_display", "valid_colormap"]
+__all__ = ["GridLayout", "colorize", "compose_grid", "grid_layout", "overlay", "to_display", "valid_colormap"]
 
 _PAD = 2
 #: Height in pixels of the caption band above each row of a captioned grid.
@@ -82,6 +83,60 @@ def _cell_scale(height: int, width: int, cell_size: int) -> tuple[int, int]:
     if scale >= 1:
         scale = float(max(1, math.floor(scale)))
     return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Where the rows of a grid made by :func:`compose_grid` lie, to cut one probe image's row back out.
+
+    Row ``r`` (caption band and cells) spans ``row_box(r)``; its cell ``c`` spans ``cell_box(r, c)``, both as
+    ``(top, left, bottom, right)`` pixel bounds (bottom/right exclusive).
+    """
+
+    rows: int
+    columns: int
+    cell_height: int
+    cell_width: int
+    band: int
+    pad: int = _PAD
+
+    @property
+    def row_height(self) -> int:
+        return self.band + self.cell_height + self.pad
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)`` of the whole grid."""
+        return self.rows * self.row_height + self.pad, self.columns * (self.cell_width + self.pad) + self.pad
+
+    def row_box(self, row: int) -> tuple[int, int, int, int]:
+        top = self.pad + row * self.row_height
+        return top, 0, top + self.band + self.cell_height, self.size[1]
+
+    def cell_box(self, row: int, column: int) -> tuple[int, int, int, int]:
+        top = self.pad + row * self.row_height + self.band
+        left = self.pad + column * (self.cell_width + self.pad)
+        return top, left, top + self.cell_height, left + self.cell_width
+
+
+def grid_layout(
+    grid_size: Sequence[int], image_size: Sequence[int], cell_size: int, *, captioned: bool = True
+) -> GridLayout | None:
+    """The layout of a :func:`compose_grid` grid of ``grid_size`` ``(H', W')`` built from images of
+    ``image_size`` ``(H, W)`` with ``cell_size``; None when no whole number of rows and columns fits.
+
+    Example:
+        >>> layout = grid_layout((2 * (12 + 32 + 2) + 2, 2 * (32 + 2) + 2), (16, 16), cell_size=32)
+        >>> layout.rows, layout.columns, layout.row_box(1)
+        (2, 2, (48, 0, 92, 70))
+    """
+    height, width = int(grid_size[0]), int(grid_size[1])
+    cell_h, cell_w = _cell_scale(int(image_size[0]), int(image_size[1]), cell_size)
+    band = CAPTION_HEIGHT if captioned else 0
+    row_h, col_w = band + cell_h + _PAD, cell_w + _PAD
+    if (height - _PAD) % row_h or (width - _PAD) % col_w or height <= _PAD or width <= _PAD:
+        return None
+    return GridLayout((height - _PAD) // row_h, (width - _PAD) // col_w, cell_h, cell_w, band)
 
 
 def compose_grid(

@@ -92,3 +92,115 @@ def read_event_images(log_dir: str | Path) -> dict[str, list[tuple[int, np.ndarr
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+# ------------------------------------------------------------------------------------------ a shared real run
+
+#: The shared run: 11 epochs, so that TensorBoard's default of 10 images per tag would drop one.
+RUN_EPOCHS = 11
+RUN_PROBE = 3
+RUN_CELL = 32
+
+
+@pytest.fixture(scope="session")
+def explained_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A real ``Trainer`` run of TinyCNN with ``ExplainCallback`` and a ``TensorBoardLogger``, shared by the
+    report, TensorBoard and browser tests: ``{"root", "log_dir", "probe", "callback"}``."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from lightning_explain import ExplainCallback
+
+    root = tmp_path_factory.mktemp("explained_run")
+    torch.manual_seed(0)
+    train, val = loaders(n=16, size=16)
+    callback = ExplainCallback("features.3", num_probe=RUN_PROBE, cell_size=RUN_CELL)
+    logger = TensorBoardLogger(str(root / "tb"), name="tiny", version="v0")
+    trainer(root, max_epochs=RUN_EPOCHS, logger=logger, callbacks=[callback], log_every_n_steps=1).fit(
+        TinyCNN(), train, val
+    )
+    assert callback._probe is not None
+    return {"root": root / "tb", "log_dir": Path(logger.log_dir), "probe": callback._probe.images, "callback": callback}
+
+
+def probe_rows_match(grid: np.ndarray, probe: Tensor, cell_size: int, rows: list[int] | None = None) -> None:
+    """Assert that the input cell of each row of a logged grid (``H x W x 3``) shows that probe image."""
+    from lightning_explain.render import compose_grid, grid_layout, to_display
+
+    layout = grid_layout(grid.shape[:2], probe.shape[-2:], cell_size)
+    assert layout is not None, f"grid of {grid.shape[:2]} is not a grid of {tuple(probe.shape[-2:])} images"
+    expected = compose_grid([to_display(probe)], cell_size=cell_size).permute(1, 2, 0).numpy()
+    plain = grid_layout(expected.shape[:2], probe.shape[-2:], cell_size, captioned=False)
+    assert plain is not None
+    for r in rows if rows is not None else range(layout.rows):
+        top, left, bottom, right = layout.cell_box(r, 0)
+        etop, eleft, ebottom, eright = plain.cell_box(r, 0)
+        assert np.array_equal(grid[top:bottom, left:right], expected[etop:ebottom, eleft:eright]), f"row {r}"
+
+
+# ------------------------------------------------------------------------------------------ headless Chromium
+
+#: Launch flags for Debian's chromium in a sandbox-less container, with no network traffic of its own.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _find_chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's ``chromium`` (installed with apt-get when missing and we are root). Under ``CI=true`` a missing
+    browser or playwright fails the browser tests; elsewhere they skip with the reason."""
+    import os
+    import shutil
+    import subprocess
+
+    path = _find_chromium()
+    if path is None and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=False, env=env, capture_output=True)
+        path = _find_chromium()
+    problem = None
+    if path is None:
+        problem = "Debian's chromium is not installed (apt-get install chromium, as root; make test does it)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            problem = "the playwright package is missing (pip install -e '.[dev]')"
+    if problem is not None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"browser tests need headless Chromium under CI: {problem}")
+        pytest.skip(f"browser test skipped: {problem}")
+    assert path is not None
+    return path
+
+
+@pytest.fixture
+def browser(chromium: str, tmp_path: Path) -> Any:
+    """A headless Chromium context (playwright, driving the system browser: no browser download), new profile."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=chromium,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            yield context
+        finally:
+            context.close()

@@ -7,6 +7,8 @@ rank zero only), keeps the probe, and hands off to :mod:`lightning_explain.funct
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -30,7 +32,7 @@ from lightning_explain.functional.gradients import (
 )
 from lightning_explain.monitor import MapMetrics, summarize
 from lightning_explain.probe import BatchUnpacker, Probe, probe_from_dataloader, probe_from_dataset
-from lightning_explain.render import explanation_grid, nonfinite_rows, to_display, valid_colormap
+from lightning_explain.render import explanation_grid, grid_layout, nonfinite_rows, to_display, valid_colormap
 from lightning_explain.sinks import ImageSink, scalar_layout
 
 __all__ = ["ExplainCallback"]
@@ -97,8 +99,12 @@ class ExplainCallback(Callback):
           first 4 probe images, the class-token attention of each head of the chosen layer, and of every
           layer from 0 to L-1 (how attention forms through depth).
 
-    Images go to every TensorBoard logger and every logger with ``log_image``; with none, PNG files go to
-    ``<log_dir>/explain_images/<tag>/epoch=EEEE-step=SSSSSSS.png`` (one warning says where).
+    Images go to every TensorBoard logger, every logger with ``log_image`` (W&B) and MLflow; with none,
+    PNG files go to ``<log_dir>/explain_images/<tag>/epoch=EEEE-step=SSSSSSS.png`` (one warning says where).
+
+    Logged text (TensorBoard only, at the grids' step): ``{tag_prefix}/layout``, one JSON line per explained
+    epoch, ``{"epoch", "step", "grids": {tag: {"rows", "columns", "cell_height", "cell_width", "band",
+    "pad"}}}``: where each probe image's row lies in each grid (``lightning-explain report`` cuts rows with it).
 
     Logged metrics (through ``pl_module.log``, so ``EarlyStopping`` and ``FocusAlert`` can monitor them; the
     median over probe images; ``{m}`` is each single-map method, i.e. all but ``activations``):
@@ -409,8 +415,24 @@ class ExplainCallback(Callback):
             return
         try:
             self._sink.write(trainer.loggers, grids, step=step, epoch=epoch, default_root_dir=trainer.default_root_dir)
+            self._sink.write_text(
+                trainer.loggers, f"{self.tag_prefix}/layout", self._layout(grids, epoch, step), step=step
+            )
         except Exception as err:
             self._fail("logging the images", err, epoch)
+
+    def _layout(self, grids: dict[str, Tensor], epoch: int, step: int) -> str:
+        """JSON that says where each probe image's row lies in each grid (the HTML report cuts rows with it)."""
+        assert self._probe is not None
+        size = tuple(self._probe.images.shape[-2:])
+        layouts = {tag: grid_layout(grid.shape[-2:], size, self.cell_size) for tag, grid in grids.items()}
+        return json.dumps(
+            {
+                "epoch": epoch,
+                "step": step,
+                "grids": {tag: dataclasses.asdict(lay) for tag, lay in layouts.items() if lay is not None},
+            }
+        )
 
     def _log_metrics(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, out: dict[str, Tensor], methods: list[str]
