@@ -183,8 +183,10 @@ def test_tcav_detects_a_concept_the_model_uses():
             return torch.stack([f[:, 0], -f[:, 0]], dim=1)
 
     model = RedDetector().eval()
-    concept, inputs, randoms = _sets(2)
+    _, inputs, _ = _sets(2)
     g = torch.Generator().manual_seed(5)
+    concept = 0.3 * torch.rand(20, 3, 12, 12, generator=g)
+    concept[:, 0] += 0.7
     randoms = [torch.rand(20, 3, 12, 12, generator=g) for _ in range(6)]
     result = tcav(model, "conv", {0: inputs, 1: inputs}, {"red": concept}, randoms)["red"]
     assert result.mean.tolist() == [1.0, 0.0]
