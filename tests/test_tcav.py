@@ -209,8 +209,14 @@ RED[:, 0] = 1.0
 
 def test_callback_logs_scores_pvalues_and_flags(tmp_path):
     cb = TCAVCallback(
-        "features.3", concepts={"red": "test_tcav:RED"}, classes=[0, 1], num_random=3, set_size=4,
-        num_class_examples=24, cav_steps=50, class_names=["a", "b", "c"],
+        "features.3",
+        concepts={"red": "test_tcav:RED"},
+        classes=[0, 1],
+        num_random=3,
+        set_size=4,
+        num_class_examples=24,
+        cav_steps=50,
+        class_names=["a", "b", "c"],
     )
     train, val = loaders()
     t = trainer(tmp_path, logger=TensorBoardLogger(str(tmp_path), name="tb"), callbacks=[cb], max_epochs=2)
