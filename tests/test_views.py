@@ -4,6 +4,7 @@ every extra view together leaves training bit-identical."""
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -246,3 +247,21 @@ def test_views_survive_a_state_dict_roundtrip():
     other.load_state_dict(state)
     assert other._probe is not None and torch.equal(other._probe.images, state["probe_images"])
     other.load_state_dict({})  # older checkpoints without the keys load
+
+
+def test_every_view_runs_under_trainer_validate_in_inference_mode(tmp_path):
+    train, val = loaders()
+    t = trainer(tmp_path, logger=TensorBoardLogger(str(tmp_path), name="tb"), callbacks=_all_views())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a view that failed would warn
+        warnings.filterwarnings("ignore", message=".*(workers|LeafSpec|logging interval).*")
+        t.validate(TinyCNN(), val)
+    tags = set(read_event_images(t.logger.log_dir))
+    assert {
+        "explain/errors/probe",
+        "explain/errors/most_confused",
+        "explain/feature_maps/features.3",
+        "explain/filters/features.0",
+        "explain/inversion/features.3",
+    } <= tags
+    assert any(k.startswith("explain/tcav/red/") for k in t.callback_metrics)

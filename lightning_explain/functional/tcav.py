@@ -114,7 +114,8 @@ def fit_cav(
 
     ``"logistic"``: L2-regularised logistic regression (concept = 1, random = 0, both sets weighted equally)
     fitted by ``steps`` of full-batch accelerated gradient descent with the step 1/L from the Lipschitz constant,
-    on activations centred and scaled by one global factor (which leaves the direction unchanged). Deterministic:
+    on activations centred and scaled by one global factor (which leaves the direction unchanged). The weights are
+    kept as a combination of the samples (they stay in that span), so a step costs O(n^2), not O(n D). Deterministic:
     no random initialisation, no mini-batches. ``"mean_difference"``: the normalised difference of the two means
     (closed form).
 
@@ -144,21 +145,24 @@ def fit_cav(
     ).to(x.device)
     x = x - x.mean(0)
     x = x / x.std().clamp_min(1e-12)
-    # Lipschitz constant of the weighted logistic loss: ||diag(sqrt(weight)) X||_2^2 / 4 (+ the bias column).
-    xb = torch.cat([x, torch.ones(x.shape[0], 1, device=x.device)], dim=1)
-    lipschitz = float(torch.linalg.matrix_norm(xb * weight.sqrt()[:, None], ord=2)) ** 2 / 4 + weight_decay
+    # The weights stay in the span of the samples (they start at 0 and every gradient is X^T r + lambda w), so
+    # w = X^T alpha and each step needs only the n x n Gram matrix: O(n^2) per step instead of O(n D).
+    gram = x @ x.T
+    root = weight.sqrt()
+    # Lipschitz constant of the weighted logistic loss: largest eigenvalue of W^1/2 (K + 1 1^T) W^1/2 / 4.
+    lipschitz = float(torch.linalg.eigvalsh(root[:, None] * (gram + 1.0) * root[None, :])[-1]) / 4 + weight_decay
     step = 1.0 / lipschitz
-    theta = torch.zeros(xb.shape[1], device=x.device)
-    previous, momentum = theta, theta
-    decay = torch.ones_like(theta)
-    decay[-1] = 0.0  # no penalty on the bias
+    alpha = torch.zeros(x.shape[0], device=x.device)
+    bias = torch.zeros((), device=x.device)
+    alpha_prev, bias_prev, alpha_m, bias_m = alpha, bias, alpha, bias
     for k in range(1, steps + 1):
-        residual = torch.sigmoid(xb @ momentum) - y
-        grad = xb.T @ (weight * residual) + weight_decay * decay * momentum
-        theta = momentum - step * grad
-        momentum = theta + (k - 1) / (k + 2) * (theta - previous)
-        previous = theta
-    return _unit(theta[:-1])
+        residual = weight * (torch.sigmoid(gram @ alpha_m + bias_m) - y)
+        alpha = alpha_m - step * (residual + weight_decay * alpha_m)
+        bias = bias_m - step * residual.sum()
+        beta = (k - 1) / (k + 2)
+        alpha_m, bias_m = alpha + beta * (alpha - alpha_prev), bias + beta * (bias - bias_prev)
+        alpha_prev, bias_prev = alpha, bias
+    return _unit(x.T @ alpha)
 
 
 def _unit(v: Tensor) -> Tensor:
