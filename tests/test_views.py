@@ -250,7 +250,7 @@ def test_views_survive_a_state_dict_roundtrip():
 
 
 def test_every_view_runs_under_trainer_validate_in_inference_mode(tmp_path):
-    train, val = loaders()
+    _, val = loaders()
     t = trainer(tmp_path, logger=TensorBoardLogger(str(tmp_path), name="tb"), callbacks=_all_views())
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # a view that failed would warn

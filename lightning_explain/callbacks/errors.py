@@ -301,11 +301,15 @@ class ErrorAttribution(ViewCallback):
 
     def pair_maps(self, pl_module: pl.LightningModule, images: Tensor, predicted: Tensor, true: Tensor) -> Tensor:
         """Maps ``[n, 2, H, W]``: for the predicted class, then the true class, from one pass over ``[x; x]``."""
-        targets = torch.cat([predicted, true]).to(images.device)
+        # Clone outside inference mode: under trainer.validate() these tensors are inference tensors, which autograd
+        # cannot save (the class indices are saved by the gather of the target scores).
+        with torch.inference_mode(False):
+            targets = torch.cat([predicted, true]).to(images.device).clone()
+            doubled = torch.cat([images, images]).clone()
         with preserve_model_state(pl_module):
             out = explain(
                 pl_module,
-                torch.cat([images, images]),
+                doubled,
                 self._layer_name,
                 (self.method,),
                 targets,

@@ -86,7 +86,7 @@ def layer_gradients(
             with record_layer(module, name, protect_from_inplace=True) as rec:
                 logits = logits_from_output(model(x), output_transform)
             act = _recorded(rec.outputs, name)
-            index = classes[start : start + batch_size]
+            index = classes[start : start + batch_size].clone()  # a normal tensor, also under inference mode
             if int(index.max()) >= logits.shape[1] or int(index.min()) < 0:
                 raise ValueError(f"class indices {index.tolist()} out of range for {logits.shape[1]} model outputs.")
             score = logits.gather(1, index[:, None]).sum()
