@@ -77,6 +77,10 @@ class ErrorAttribution(ViewCallback):
        first ``max_batches`` batches. Only the ``top_k`` candidates are kept, on the CPU. Under DDP only rank
        zero's shard is searched.
 
+    Cost per explained epoch: one no-grad forward of the probe, and one forward + ``autograd.grad`` over twice the
+    wrong images of each view (resnet18, 8 wrong images at 224 px: about one plain forward of 16 images); the
+    most-confused bookkeeping adds about 1 % of a forward per validation batch (see the README's cost table).
+
     Args:
         target_layer: layer for the CAM methods; None = the default Grad-CAM layer (last Conv2d).
         method: a single-map method of :data:`lightning_explain.functional.METHODS` (default ``"gradcam"``).
