@@ -79,7 +79,7 @@ class ErrorAttribution(ViewCallback):
 
     Cost per explained epoch: one no-grad forward of the probe, and one forward + ``autograd.grad`` over twice the
     wrong images of each view (resnet18, 8 wrong images at 224 px: about one plain forward of 16 images); the
-    most-confused bookkeeping adds about 1 % of a forward per validation batch (see the README's cost table).
+    most-confused bookkeeping adds under 1 % of each validation batch's own forward (see the README's cost table).
 
     Args:
         target_layer: layer for the CAM methods; None = the default Grad-CAM layer (last Conv2d).

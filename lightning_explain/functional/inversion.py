@@ -18,12 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from lightning_explain.capture import preserve_model_state, record_layer, resolve_layer
+from lightning_explain.capture import StopForward, preserve_model_state, record_layer, resolve_layer, stop_after
 from lightning_explain.functional._common import check_inputs, grad_context, model_dtype
 
 __all__ = ["InversionResult", "invert_features", "total_variation"]
@@ -47,33 +46,18 @@ class InversionResult:
     final_distance: Tensor
 
 
-class _Stop(Exception):
-    """Raised by the hook to end the forward pass once the layer has produced its output."""
-
-
-def _raise_stop(*_: Any) -> None:
-    raise _Stop
-
-
 @contextmanager
 def _features(model: nn.Module, layer: str | nn.Module) -> Iterator[Callable[[Tensor], Tensor]]:
     name, module = resolve_layer(model, layer)
-    with record_layer(module, name, protect_from_inplace=False) as rec:
-        stop = module.register_forward_hook(_raise_stop)
-        try:
+    with record_layer(module, name, protect_from_inplace=False) as rec, stop_after(module):
 
-            def run(x: Tensor) -> Tensor:
-                rec.outputs.clear()
-                with suppress(_Stop):
-                    model(x)
-                out = rec.feature_map(tokens=True) if rec.outputs else None
-                if out is None:
-                    raise ValueError(f"layer {name!r} was not called in the model's forward().")
-                return out
+        def run(x: Tensor) -> Tensor:
+            rec.outputs.clear()
+            with suppress(StopForward):
+                model(x)
+            return rec.feature_map(tokens=True)
 
-            yield run
-        finally:
-            stop.remove()
+        yield run
 
 
 def invert_features(

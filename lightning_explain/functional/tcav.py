@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from lightning_explain.capture import record_layer, resolve_layer
+from lightning_explain.capture import StopForward, record_layer, resolve_layer, stop_after
 from lightning_explain.functional._common import (
     OutputTransform,
     check_inputs,
@@ -51,14 +52,19 @@ CavMethod = Literal["logistic", "mean_difference"]
 
 
 def layer_activations(model: nn.Module, inputs: Tensor, layer: str | nn.Module, *, batch_size: int = 64) -> Tensor:
-    """The layer's output for ``inputs``, flattened per sample: ``[N, D]`` fp32 (no-grad forwards in batches)."""
+    """The layer's output for ``inputs``, flattened per sample: ``[N, D]`` fp32 (no-grad forwards in batches, each
+    stopped right after the layer)."""
     inputs = check_inputs(inputs)
     name, module = resolve_layer(model, layer)
     chunks = []
     with grad_context(inputs.device), torch.no_grad():
         for start in range(0, inputs.shape[0], batch_size):
-            with record_layer(module, name, protect_from_inplace=True) as rec:
-                model(inputs[start : start + batch_size].to(model_dtype(model)))
+            with (
+                record_layer(module, name, protect_from_inplace=True) as rec,
+                stop_after(module),
+                suppress(StopForward),
+            ):
+                model(inputs[start : start + batch_size].to(model_dtype(model)))  # stops after the layer
             chunks.append(_recorded(rec.outputs, name).detach().float().flatten(1))
     return torch.cat(chunks)
 
