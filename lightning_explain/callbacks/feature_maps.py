@@ -41,8 +41,8 @@ class FeatureMaps(ViewCallback):
     One no-grad forward of ``num_images`` probe images with a hook per layer (hooks removed in ``finally``, model
     state restored). Each row: input | the first ``max_channels`` channels of the layer, each min-max scaled on
     its own and enlarged with nearest neighbours to the input size (so the layer's resolution stays visible).
-    Cost: one forward of ``num_images`` images plus the grids (resnet18, 2 images at 224 px, conv1 + layer4: about
-    a third of a plain forward of 16 images).
+    Cost: one forward of ``num_images`` images plus the grids (resnet18, 2 images at 224 px, conv1 + layer4: a third
+    to a half of a plain forward of 16 images).
 
     Args:
         layers: dotted names of layers with ``[B, C, H, W]`` outputs; None = the first and the last Conv2d.
