@@ -8,9 +8,23 @@ Example:
     >>> callback = ExplainCallback(target_layer="layer4")
 """
 
+from lightning_explain.callbacks.errors import ErrorAttribution
 from lightning_explain.callbacks.explain import ExplainCallback
+from lightning_explain.callbacks.feature_maps import FeatureMaps
+from lightning_explain.callbacks.filters import FilterGrid
 from lightning_explain.callbacks.focus_alert import FocusAlert
+from lightning_explain.callbacks.inversion import FeatureInversion
+from lightning_explain.callbacks.tcav import TCAVCallback
 
 __version__ = "0.1.0"
 
-__all__ = ["ExplainCallback", "FocusAlert", "__version__"]
+__all__ = [
+    "ErrorAttribution",
+    "ExplainCallback",
+    "FeatureInversion",
+    "FeatureMaps",
+    "FilterGrid",
+    "FocusAlert",
+    "TCAVCallback",
+    "__version__",
+]

@@ -20,11 +20,13 @@ from torch import Tensor, nn
 
 __all__ = [
     "LayerRecording",
+    "StopForward",
     "default_conv_layer",
     "preserve_model_state",
     "preserve_rng",
     "record_layer",
     "resolve_layer",
+    "stop_after",
 ]
 
 
@@ -190,3 +192,24 @@ def preserve_model_state(model: nn.Module) -> Iterator[nn.Module]:
             if p.grad is not grad:
                 p.grad = grad
         _set_rng(rng)
+
+
+class StopForward(Exception):
+    """Raised by :func:`stop_after`'s hook to end a forward pass once a layer has produced its output."""
+
+
+@contextmanager
+def stop_after(module: nn.Module) -> Iterator[None]:
+    """Within the block, a forward pass raises :class:`StopForward` right after ``module`` runs (hook removed in
+    ``finally``). Register it after any recording hook on the same module, and catch ``StopForward`` around the
+    call: the rest of the network is not run, which saves its cost when only the layer's output is needed.
+    """
+
+    def hook(_module: nn.Module, _args: Any, _output: Any) -> None:
+        raise StopForward
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()

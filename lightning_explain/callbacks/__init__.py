@@ -1,6 +1,19 @@
 """Lightning callbacks, one per file."""
 
+from lightning_explain.callbacks.errors import ErrorAttribution
 from lightning_explain.callbacks.explain import ExplainCallback
+from lightning_explain.callbacks.feature_maps import FeatureMaps
+from lightning_explain.callbacks.filters import FilterGrid
 from lightning_explain.callbacks.focus_alert import FocusAlert
+from lightning_explain.callbacks.inversion import FeatureInversion
+from lightning_explain.callbacks.tcav import TCAVCallback
 
-__all__ = ["ExplainCallback", "FocusAlert"]
+__all__ = [
+    "ErrorAttribution",
+    "ExplainCallback",
+    "FeatureInversion",
+    "FeatureMaps",
+    "FilterGrid",
+    "FocusAlert",
+    "TCAVCallback",
+]

@@ -1,0 +1,192 @@
+"""The shared skeleton of the extra views (errors, filters, feature maps, TCAV, inversion).
+
+Each view is a thin callback: this base decides *when* (validation epoch end, not the sanity check, every n epochs,
+global rank zero only), reads and keeps the probe, sends images to the sinks and scalars to ``pl_module.log``, and
+turns a failure in a later epoch into one warning (``strict=True`` re-raises). Subclasses implement ``_run``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.trainer.states import TrainerFn
+from torch import Tensor
+
+from lightning_explain.functional._common import check_inputs
+from lightning_explain.probe import BatchUnpacker, Probe, probe_from_dataloader
+from lightning_explain.render import valid_colormap
+from lightning_explain.sinks import ImageSink
+
+__all__ = ["ViewCallback", "check_positive_int", "first_val_loader"]
+
+
+def check_positive_int(**values: Any) -> None:
+    """Raise a ValueError naming the argument unless each value is an ``int >= 1``."""
+    for arg, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{arg} must be an integer >= 1; got {value!r}.")
+
+
+def first_val_loader(trainer: pl.Trainer) -> Any | None:
+    """The first validation dataloader of the trainer, or None."""
+    loaders = trainer.val_dataloaders
+    if isinstance(loaders, dict):
+        loaders = list(loaders.values())
+    if isinstance(loaders, (list, tuple)):
+        loaders = loaders[0] if loaders else None
+    return loaders
+
+
+class ViewCallback(Callback):
+    """Base of the extra views. Not used directly.
+
+    Args:
+        every_n_epochs: run when ``current_epoch % every_n_epochs == 0`` (always under ``validate()``).
+        num_probe: how many validation samples form the probe (the first ones of the first val dataloader).
+        probe: an explicit probe ``[N, C, H, W]`` instead; ``probe_labels`` ``[N]`` optional.
+        probe_labels: class indices for an explicit ``probe``.
+        mean, std: the input normalisation, undone for display (without them images are min-max scaled).
+        colormap: matplotlib colour map of the maps.
+        cell_size: long side in pixels of each grid cell.
+        class_names: names shown instead of class indices.
+        input_key, label_key: keys of images and labels in dict batches.
+        unpack_batch: a function from a batch to ``(images, labels or None)``.
+        output_transform: a function from the model's output to ``[B, C]`` logits.
+        tag_prefix: first part of every tag.
+        strict: re-raise a failure instead of warning once and skipping the view.
+    """
+
+    #: Whether the view needs the probe batch.
+    uses_probe = True
+
+    def __init__(
+        self,
+        *,
+        every_n_epochs: int = 1,
+        num_probe: int = 16,
+        probe: Tensor | None = None,
+        probe_labels: Tensor | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        colormap: str = "jet",
+        cell_size: int = 128,
+        class_names: Sequence[str] | None = None,
+        input_key: str = "image",
+        label_key: str = "label",
+        unpack_batch: BatchUnpacker | None = None,
+        output_transform: Any = None,
+        tag_prefix: str = "explain",
+        strict: bool = False,
+    ) -> None:
+        super().__init__()
+        check_positive_int(every_n_epochs=every_n_epochs, num_probe=num_probe)
+        if (mean is None) != (std is None):
+            raise ValueError("mean and std go together: pass both (to undo input normalisation) or neither.")
+        if std is not None and any(s <= 0 for s in std):
+            raise ValueError(f"std values must be > 0; got {list(std)}.")
+        if not valid_colormap(colormap):
+            raise ValueError(f"colormap {colormap!r} is not a matplotlib colour map (e.g. 'jet', 'viridis').")
+        if cell_size < 8:
+            raise ValueError(f"cell_size must be >= 8 pixels; got {cell_size}.")
+        self._probe: Probe | None = None
+        if probe is not None:
+            check_inputs(probe)
+            if probe_labels is not None and probe_labels.reshape(-1).shape[0] != probe.shape[0]:
+                raise ValueError(f"probe_labels has {probe_labels.numel()} entries for {probe.shape[0]} images.")
+            labels = probe_labels.reshape(-1).long().cpu() if probe_labels is not None else None
+            self._probe = Probe(probe.detach().cpu().clone(), labels)
+        self.every_n_epochs = every_n_epochs
+        self.num_probe = num_probe
+        self.mean, self.std = mean, std
+        self.colormap, self.cell_size = colormap, cell_size
+        self.class_names = list(class_names) if class_names is not None else None
+        self.input_key, self.label_key, self.unpack_batch = input_key, label_key, unpack_batch
+        self.output_transform = output_transform
+        self.tag_prefix = tag_prefix
+        self.strict = strict
+        self._warned: set[str] = set()
+        self._sink = ImageSink()
+
+    # ----------------------------------------------------------------------------------------- hooks
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and self.uses_probe and trainer.enable_validation:
+            self._ensure_probe(trainer)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or not self._is_due(trainer):
+            return
+        try:
+            if self.uses_probe:
+                self._ensure_probe(trainer)
+            self._run(trainer, pl_module)
+        except Exception as err:
+            self._fail("the view", err, trainer.current_epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        if self._probe is None:
+            return {}
+        return {"probe_images": self._probe.images, "probe_labels": self._probe.labels}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        images = state_dict.get("probe_images")
+        if isinstance(images, Tensor):
+            self._probe = Probe(images.cpu(), state_dict.get("probe_labels"))
+
+    # ----------------------------------------------------------------------------------------- helpers
+
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        raise NotImplementedError
+
+    def _is_due(self, trainer: pl.Trainer) -> bool:
+        return trainer.state.fn != TrainerFn.FITTING or trainer.current_epoch % self.every_n_epochs == 0
+
+    def _ensure_probe(self, trainer: pl.Trainer) -> Probe:
+        if self._probe is None:
+            loader = first_val_loader(trainer)
+            if loader is None:
+                raise ValueError(
+                    f"{type(self).__name__} found no validation data and no probe. Give the Trainer validation "
+                    "data, or pass probe=<[N, C, H, W] tensor>."
+                )
+            probe = probe_from_dataloader(
+                loader, self.num_probe, input_key=self.input_key, label_key=self.label_key, unpacker=self.unpack_batch
+            )
+            check_inputs(probe.images)
+            self._probe = probe
+        return self._probe
+
+    def _class_name(self, index: int) -> str:
+        names = self.class_names
+        return names[index] if names is not None and 0 <= index < len(names) else str(index)
+
+    def _write(self, trainer: pl.Trainer, grids: dict[str, Tensor]) -> None:
+        self._sink.write(
+            trainer.loggers,
+            grids,
+            step=trainer.global_step,
+            epoch=trainer.current_epoch,
+            default_root_dir=trainer.default_root_dir,
+        )
+
+    @staticmethod
+    def _log(pl_module: pl.LightningModule, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            pl_module.log(key, value, rank_zero_only=True)
+
+    def _fail(self, view: str, err: Exception, epoch: int) -> None:
+        if self.strict:
+            raise err
+        if view in self._warned:
+            return
+        self._warned.add(view)
+        warnings.warn(
+            f"{type(self).__name__}: {view} failed at epoch {epoch} ({type(err).__name__}: {err}). It is skipped "
+            "and training continues; this warning is shown once. Pass strict=True to raise instead.",
+            UserWarning,
+            stacklevel=2,
+        )

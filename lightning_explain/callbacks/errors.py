@@ -1,0 +1,342 @@
+"""ErrorAttribution: for the images the model gets wrong, the map of the predicted class next to the true class's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.trainer.states import TrainerFn
+from torch import Tensor
+
+from lightning_explain.callbacks._view import ViewCallback, check_positive_int
+from lightning_explain.capture import preserve_model_state, preserve_rng, resolve_layer
+from lightning_explain.functional._common import logits_from_output
+from lightning_explain.functional.gradients import (
+    ATTENTION_METHODS,
+    LAYER_METHODS,
+    METHODS,
+    canonical_methods,
+    default_layer,
+    explain,
+)
+from lightning_explain.probe import unpack_batch
+from lightning_explain.render import explanation_grid, to_display
+
+__all__ = ["ConfusedExamples", "ErrorAttribution"]
+
+
+@dataclass
+class ConfusedExamples:
+    """The wrong predictions with the highest confidence seen in one validation epoch, most confident first.
+
+    ``indices`` count samples of the first validation dataloader in the order they were seen (the dataset index
+    for a sequential sampler); ``confidence`` is the softmax probability of the (wrong) predicted class.
+    """
+
+    indices: Tensor
+    confidence: Tensor
+    labels: Tensor
+    predictions: Tensor
+    images: Tensor
+
+    @classmethod
+    def empty(cls) -> ConfusedExamples:
+        none = torch.zeros(0, dtype=torch.long)
+        return cls(none, torch.zeros(0), none, none, torch.zeros(0))
+
+    def merge(self, other: ConfusedExamples, k: int) -> ConfusedExamples:
+        """The ``k`` most confident of both."""
+        if self.indices.numel() == 0:
+            both = other
+        else:
+            both = ConfusedExamples(
+                *(torch.cat([a, b]) for a, b in zip(self.as_tuple(), other.as_tuple(), strict=True))
+            )
+        order = both.confidence.argsort(descending=True, stable=True)[:k]
+        return ConfusedExamples(*(t[order] for t in both.as_tuple()))
+
+    def as_tuple(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return self.indices, self.confidence, self.labels, self.predictions, self.images
+
+
+class ErrorAttribution(ViewCallback):
+    """Explain the model's mistakes: the map of the predicted class next to the map of the true class.
+
+    Two views, every ``every_n_epochs`` validation epochs on global rank zero:
+
+    1. The probe images the model gets wrong (at most ``max_rows``): input | map for the predicted class | map for
+       the true class. Both maps come from one pass over the wrong images stacked twice.
+    2. The ``top_k`` most confidently wrong validation examples of the epoch, explained the same way. They are
+       collected while validation runs, from the logits validation already computes: ``validation_step``'s return
+       value when it is ``[B, C]`` logits (or a dict with ``"logits"``), else the output of the LightningModule's
+       own ``forward`` during the step (a forward hook, registered for the validation epoch only). Where neither
+       is available (e.g. ``validation_step`` calls ``self.model(x)``), one extra no-grad forward per batch on the
+       first ``max_batches`` batches. Only the ``top_k`` candidates are kept, on the CPU. Under DDP only rank
+       zero's shard is searched.
+
+    Cost per explained epoch: one no-grad forward of the probe, and one forward + ``autograd.grad`` over twice the
+    wrong images of each view (resnet18, 8 wrong images at 224 px: about one plain forward of 16 images); the
+    most-confused bookkeeping adds under 1 % of each validation batch's own forward (see the README's cost table).
+
+    Args:
+        target_layer: layer for the CAM methods; None = the default Grad-CAM layer (last Conv2d).
+        method: a single-map method of :data:`lightning_explain.functional.METHODS` (default ``"gradcam"``).
+        max_rows: wrong probe images shown at most.
+        top_k: most confident wrong validation examples to explain; 0 switches the view off.
+        max_batches: validation batches given an extra forward when the logits cannot be read (None = all).
+        num_probe, probe, probe_labels, every_n_epochs, mean, std, colormap, cell_size, class_names, input_key,
+            label_key, unpack_batch, output_transform, tag_prefix, strict: as in
+            :class:`~lightning_explain.ExplainCallback`.
+
+    Logged images:
+        - ``{tag_prefix}/errors/probe``: wrong probe images: input | predicted-class map | true-class map.
+        - ``{tag_prefix}/errors/most_confused``: the ``top_k`` most confident wrong validation examples, the same.
+
+    Logged metrics:
+        - ``{tag_prefix}/errors/probe_error_rate``: share of probe images predicted wrong.
+        - ``{tag_prefix}/errors/max_wrong_confidence``: the highest confidence of a wrong validation prediction.
+
+    Example:
+        >>> cb = ErrorAttribution("layer4", top_k=8, class_names=["cat", "dog"])
+    """
+
+    def __init__(
+        self,
+        target_layer: str | None = None,
+        method: str = "gradcam",
+        *,
+        max_rows: int = 8,
+        top_k: int = 8,
+        max_batches: int | None = 8,
+        num_probe: int = 16,
+        probe: Tensor | None = None,
+        probe_labels: Tensor | None = None,
+        every_n_epochs: int = 1,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        colormap: str = "jet",
+        alpha: float = 0.5,
+        cell_size: int = 128,
+        class_names: Sequence[str] | None = None,
+        input_key: str = "image",
+        label_key: str = "label",
+        unpack_batch: Any = None,
+        output_transform: Any = None,
+        tag_prefix: str = "explain",
+        strict: bool = False,
+    ) -> None:
+        super().__init__(
+            every_n_epochs=every_n_epochs,
+            num_probe=num_probe,
+            probe=probe,
+            probe_labels=probe_labels,
+            mean=mean,
+            std=std,
+            colormap=colormap,
+            cell_size=cell_size,
+            class_names=class_names,
+            input_key=input_key,
+            label_key=label_key,
+            unpack_batch=unpack_batch,
+            output_transform=output_transform,
+            tag_prefix=tag_prefix,
+            strict=strict,
+        )
+        (method,) = canonical_methods(method)
+        if method not in METHODS or method == "activations" or method in ATTENTION_METHODS:
+            raise ValueError(
+                f"method must be a single-map method such as 'gradcam' or 'saliency' (not 'activations' or an "
+                f"attention view); got {method!r}."
+            )
+        check_positive_int(max_rows=max_rows)
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+            raise ValueError(f"top_k must be an integer >= 0; got {top_k!r}.")
+        if max_batches is not None:
+            check_positive_int(max_batches=max_batches)
+        if probe is not None and probe_labels is None:
+            raise ValueError("ErrorAttribution needs the true classes: pass probe_labels with the probe.")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1]; got {alpha}.")
+        self.target_layer, self.method, self.alpha = target_layer, method, alpha
+        self.max_rows, self.top_k, self.max_batches = max_rows, top_k, max_batches
+        #: The most confident wrong validation predictions of the last collected epoch.
+        self.most_confused = ConfusedExamples.empty()
+        self._candidates = ConfusedExamples.empty()
+        self._layer_name: str | None = None
+        self._collecting = False
+        self._hook: Any = None
+        self._captured: Any = None
+        self._seen = 0
+        self._extra_forwards = 0
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(target_layer=self.target_layer, method=self.method, tag_prefix=self.tag_prefix)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.method in LAYER_METHODS:
+            target = default_layer(pl_module) if self.target_layer is None else self.target_layer
+            self._layer_name = resolve_layer(pl_module, target)[0]
+
+    # ----------------------------------------------------------------------------------------- collection
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop_collecting()
+        if self.top_k == 0 or trainer.sanity_checking or not trainer.is_global_zero or not self._is_due(trainer):
+            return
+        self._collecting, self._seen, self._extra_forwards = True, 0, 0
+        self._candidates = ConfusedExamples.empty()
+
+        def hook(_module: Any, _args: Any, output: Any) -> None:
+            self._captured = output
+
+        self._hook = pl_module.register_forward_hook(hook)
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if not self._collecting or dataloader_idx != 0:
+            return
+        captured, self._captured = self._captured, None
+        try:
+            self._collect(pl_module, outputs, captured, batch)
+        except Exception as err:
+            self._fail("collecting the most confused examples", err, trainer.current_epoch)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._collecting:
+            self.most_confused = self._candidates
+        self._stop_collecting()
+        super().on_validation_epoch_end(trainer, pl_module)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._stop_collecting()
+
+    def _stop_collecting(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+        self._hook, self._captured, self._collecting = None, None, False
+
+    def _collect(self, pl_module: pl.LightningModule, outputs: Any, captured: Any, batch: Any) -> None:
+        images, labels = unpack_batch(
+            batch, input_key=self.input_key, label_key=self.label_key, unpacker=self.unpack_batch
+        )
+        start, self._seen = self._seen, self._seen + int(images.shape[0])
+        if labels is None:
+            return
+        logits = None
+        for candidate in (outputs.get("logits") if isinstance(outputs, dict) else outputs, captured):
+            try:
+                value = logits_from_output(candidate, self.output_transform) if candidate is not None else None
+            except (ValueError, TypeError):
+                value = None
+            if value is not None and value.shape[0] == images.shape[0]:
+                logits = value
+                break
+        if logits is None:
+            if self.max_batches is not None and self._extra_forwards >= self.max_batches:
+                return
+            self._extra_forwards += 1
+            self._captured = None
+            with preserve_rng(), torch.no_grad():
+                logits = logits_from_output(pl_module(images), self.output_transform)
+            self._captured = None
+        probs = logits.detach().float().softmax(dim=1)
+        confidence, predictions = probs.max(dim=1)
+        labels = labels.to(predictions.device)
+        wrong = torch.nonzero(predictions != labels).flatten()
+        if wrong.numel() == 0:
+            return
+        best = wrong[confidence[wrong].argsort(descending=True, stable=True)[: self.top_k]]
+        new = ConfusedExamples(
+            (best + start).cpu(),
+            confidence[best].cpu(),
+            labels[best].cpu(),
+            predictions[best].cpu(),
+            images[best.to(images.device)].detach().cpu().clone(),
+        )
+        self._candidates = self._candidates.merge(new, self.top_k)
+
+    # ----------------------------------------------------------------------------------------- explanation
+
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert self._probe is not None
+        if self._probe.labels is None:
+            raise ValueError(
+                "the probe has no class labels, so mistakes cannot be found. Give labelled validation batches "
+                "(label_key=... for dicts, unpack_batch=...) or probe_labels."
+            )
+        grids: dict[str, Tensor] = {}
+        images = self._probe.images.to(pl_module.device)
+        with preserve_model_state(pl_module), torch.inference_mode(False), torch.no_grad():
+            predictions = logits_from_output(pl_module(images.clone()), self.output_transform).argmax(dim=1).cpu()
+        wrong = torch.nonzero(predictions != self._probe.labels).flatten()
+        self._log(pl_module, {f"{self.tag_prefix}/errors/probe_error_rate": wrong.numel() / len(self._probe)})
+        wrong = wrong[: self.max_rows]
+        if wrong.numel():
+            grids[f"{self.tag_prefix}/errors/probe"] = self._grid(
+                pl_module,
+                images[wrong],
+                predictions[wrong],
+                self._probe.labels[wrong],
+                [f"#{i}" for i in wrong.tolist()],
+            )
+        confused = self.most_confused
+        if self.top_k and confused.indices.numel() and trainer.state.fn in (TrainerFn.FITTING, TrainerFn.VALIDATING):
+            self._log(pl_module, {f"{self.tag_prefix}/errors/max_wrong_confidence": float(confused.confidence[0])})
+            rows = [
+                f"val #{i} {c:.2f}"
+                for i, c in zip(confused.indices.tolist(), confused.confidence.tolist(), strict=True)
+            ]
+            grids[f"{self.tag_prefix}/errors/most_confused"] = self._grid(
+                pl_module, confused.images.to(pl_module.device), confused.predictions, confused.labels, rows
+            )
+        if grids:
+            self._write(trainer, grids)
+
+    def pair_maps(self, pl_module: pl.LightningModule, images: Tensor, predicted: Tensor, true: Tensor) -> Tensor:
+        """Maps ``[n, 2, H, W]``: for the predicted class, then the true class, from one pass over ``[x; x]``."""
+        # Clone outside inference mode: under trainer.validate() these tensors are inference tensors, which autograd
+        # cannot save (the class indices are saved by the gather of the target scores).
+        with torch.inference_mode(False):
+            targets = torch.cat([predicted, true]).to(images.device).clone()
+            doubled = torch.cat([images, images]).clone()
+        with preserve_model_state(pl_module):
+            out = explain(
+                pl_module,
+                doubled,
+                self._layer_name,
+                (self.method,),
+                targets,
+                output_transform=self.output_transform,
+            )[self.method]
+        n = images.shape[0]
+        return torch.stack([out[:n], out[n:]], dim=1)
+
+    def _grid(
+        self, pl_module: pl.LightningModule, images: Tensor, predicted: Tensor, true: Tensor, rows: list[str]
+    ) -> Tensor:
+        maps = self.pair_maps(pl_module, images, predicted, true)
+        display = to_display(images, self.mean, self.std)
+        columns = [
+            [f"pred {self._class_name(p)}", f"true {self._class_name(t)}"]
+            for p, t in zip(predicted.tolist(), true.tolist(), strict=True)
+        ]
+        return explanation_grid(
+            display,
+            maps,
+            rows,
+            column_captions=columns,
+            alpha=self.alpha,
+            colormap=self.colormap,
+            cell_size=self.cell_size,
+        )

@@ -1,0 +1,131 @@
+"""FeatureMaps: the channel maps of chosen layers for the first probe images, as image grids."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import ExitStack
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_explain.callbacks._view import ViewCallback, check_positive_int
+from lightning_explain.capture import default_conv_layer, preserve_model_state, record_layer, resolve_layer
+from lightning_explain.functional._common import grad_context, model_dtype, normalize_maps
+from lightning_explain.render import colorize, compose_grid, to_display
+
+__all__ = ["FeatureMaps", "feature_maps"]
+
+
+def feature_maps(model: nn.Module, inputs: Tensor, layers: Sequence[str], max_channels: int = 16) -> dict[str, Tensor]:
+    """The first ``max_channels`` channel maps of each layer, ``[B, k, h, w]`` fp32, from one no-grad forward.
+
+    Each map is min-max normalised on its own to [0, 1] (constant maps become 0).
+    """
+    recordings = {}
+    with grad_context(inputs.device), torch.no_grad(), ExitStack() as stack:
+        for name in layers:
+            _, module = resolve_layer(model, name)
+            recordings[name] = stack.enter_context(record_layer(module, name))
+        model(inputs.detach().clone().to(model_dtype(model)))
+    return {
+        name: normalize_maps(rec.feature_map()[:, :max_channels].detach().float()) for name, rec in recordings.items()
+    }
+
+
+class FeatureMaps(ViewCallback):
+    """Log the channel maps of chosen layers for the first probe images, every n validation epochs.
+
+    One no-grad forward of ``num_images`` probe images with a hook per layer (hooks removed in ``finally``, model
+    state restored). Each row: input | the first ``max_channels`` channels of the layer, each min-max scaled on
+    its own and enlarged with nearest neighbours to the input size (so the layer's resolution stays visible).
+    Cost: one forward of ``num_images`` images plus the grids (resnet18, 2 images at 224 px, conv1 + layer4: a third
+    to a half of a plain forward of 16 images).
+
+    Args:
+        layers: dotted names of layers with ``[B, C, H, W]`` outputs; None = the first and the last Conv2d.
+        num_images: probe images shown (rows).
+        max_channels: channels shown per layer (the first ones, so the same channels every epoch).
+        colormap: matplotlib colour map (default ``"viridis"``).
+        every_n_epochs, num_probe, probe, probe_labels, mean, std, cell_size, input_key, label_key,
+            unpack_batch, tag_prefix, strict: as in :class:`~lightning_explain.ExplainCallback`.
+
+    Logged images:
+        - ``{tag_prefix}/feature_maps/{layer}``: per layer, a row per image: input | channel 0 ... k-1.
+
+    Example:
+        >>> cb = FeatureMaps(["layer1", "layer3"], num_images=2, max_channels=8)
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[str] | None = None,
+        *,
+        num_images: int = 2,
+        max_channels: int = 16,
+        every_n_epochs: int = 1,
+        num_probe: int = 16,
+        probe: Tensor | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        colormap: str = "viridis",
+        cell_size: int = 64,
+        input_key: str = "image",
+        label_key: str = "label",
+        unpack_batch: Any = None,
+        tag_prefix: str = "explain",
+        strict: bool = False,
+    ) -> None:
+        super().__init__(
+            every_n_epochs=every_n_epochs,
+            num_probe=num_probe,
+            probe=probe,
+            mean=mean,
+            std=std,
+            colormap=colormap,
+            cell_size=cell_size,
+            input_key=input_key,
+            label_key=label_key,
+            unpack_batch=unpack_batch,
+            tag_prefix=tag_prefix,
+            strict=strict,
+        )
+        check_positive_int(num_images=num_images, max_channels=max_channels)
+        if isinstance(layers, str):
+            layers = [layers]
+        self.layers = list(layers) if layers is not None else None
+        self.num_images, self.max_channels = num_images, max_channels
+        self._layer_names: list[str] = []
+        #: The maps of the last logged epoch: layer -> ``[num_images, k, h, w]`` in [0, 1].
+        self.latest_maps: dict[str, Tensor] = {}
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(layers=self.layers, tag_prefix=self.tag_prefix)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.layers is None:
+            convs = [n for n, m in pl_module.named_modules() if isinstance(m, nn.Conv2d)]
+            if not convs:
+                default_conv_layer(pl_module)  # raises with the fix
+            self._layer_names = list(dict.fromkeys([convs[0], convs[-1]]))
+        else:
+            self._layer_names = [resolve_layer(pl_module, name)[0] for name in self.layers]
+
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert self._probe is not None
+        images = self._probe.images[: self.num_images].to(pl_module.device)
+        with preserve_model_state(pl_module):
+            maps = feature_maps(pl_module, images, self._layer_names, self.max_channels)
+        self.latest_maps = {name: m.cpu() for name, m in maps.items()}
+        display = to_display(images, self.mean, self.std)
+        size = tuple(display.shape[-2:])
+        grids = {}
+        for name, m in maps.items():
+            big = F.interpolate(m, size=size, mode="nearest")
+            columns = [display] + [colorize(big[:, j], self.colormap) for j in range(big.shape[1])]
+            captions = [[f"#{i}"] + [f"ch {j}" for j in range(big.shape[1])] for i in range(images.shape[0])]
+            grids[f"{self.tag_prefix}/feature_maps/{name}"] = compose_grid(columns, captions, cell_size=self.cell_size)
+        self._write(trainer, grids)
