@@ -23,7 +23,13 @@ pytest.importorskip("jsonargparse")
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "config.yaml"
 #: YAML init_args for callbacks that cannot be built with their defaults alone.
-MINIMAL_ARGS: dict[str, dict[str, Any]] = {}
+MINIMAL_ARGS: dict[str, dict[str, Any]] = {
+    "FeatureInversion": {"layer": "features.3"},
+    "TCAVCallback": {
+        "layer": "features.6",
+        "concepts": {"red": "test_tcav:RED"},  # an import path: the YAML form of a tensor
+    },
+}
 #: A tiny model and data module for parsing only (nothing is trained in the parse tests).
 BASE = {
     "model": {"class_path": "lightning_explain.demo.SmallCNN"},
