@@ -144,7 +144,7 @@ class ImageSink:
             self._warned_fallback = True
             warnings.warn(
                 f"no logger in the Trainer takes images (TensorBoardLogger, or one with log_image); "
-                f"ExplainCallback writes its grids as PNG files under {folder}.",
+                f"the explanation grids are written as PNG files under {folder}.",
                 UserWarning,
                 stacklevel=2,
             )
