@@ -46,7 +46,7 @@ def _png_tree(folder: Path) -> dict[str, list[Path]]:
 def test_csv_logger_gets_png_folders_next_to_metrics_csv(tmp_path):
     logger = CSVLogger(str(tmp_path), name="csv", version=0)
     assert not image_capable(logger)
-    with pytest.warns(UserWarning, match="writes its grids as PNG files under .*explain_images"):
+    with pytest.warns(UserWarning, match="are written as PNG files under .*explain_images"):
         callback = _fit(tmp_path, logger)
     log_dir = Path(logger.log_dir)
     assert (log_dir / "metrics.csv").is_file()
