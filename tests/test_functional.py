@@ -285,3 +285,12 @@ def test_bad_targets_are_clear_errors(resnet):
         saliency(resnet, x, torch.tensor([1, 2, 3]))
     with pytest.raises(ValueError, match="methods must be"):
         explain(resnet, x, "layer4", ("gradcam", "lime"))
+
+
+def test_class_indices_made_under_inference_mode_can_be_explained():
+    """``trainer.validate()`` runs under inference mode: targets made there must still work."""
+    model = torchvision.models.resnet18(weights=None, num_classes=4).eval()
+    with torch.inference_mode():
+        classes, x = torch.tensor([1, 2]), torch.rand(2, 3, 32, 32)
+    expected = grad_cam(model, x.clone(), "layer4", torch.tensor([1, 2]))
+    torch.testing.assert_close(grad_cam(model, x, "layer4", classes), expected)

@@ -45,7 +45,8 @@ def class_indices(targets: int | Tensor, batch: int, device: torch.device) -> Te
         index = targets.to(device=device, dtype=torch.long).reshape(-1)
         if index.numel() != batch:
             raise ValueError(f"targets has {index.numel()} class indices for a batch of {batch}: give one per sample.")
-        return index
+        # Indices made under trainer.validate()'s inference mode cannot enter a graph; a copy made here can.
+        return index.clone() if index.is_inference() and not torch.is_inference_mode_enabled() else index
     raise TypeError(
         f"targets must be None, an int, a tensor of class indices or a callable; got {type(targets).__name__}."
     )
