@@ -17,6 +17,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from lightning_explain.capture import preserve_model_state, resolve_layer
+from lightning_explain.distributed import sharded_skip_message, sharded_strategy
 from lightning_explain.functional._common import OutputTransform, check_inputs
 from lightning_explain.functional.gradients import (
     DEFAULT_METHODS,
@@ -225,6 +226,8 @@ class ExplainCallback(Callback):
         self._checked = False
         self._warned: set[str] = set()
         self._sink = ImageSink()
+        #: Set in ``setup`` under a sharded strategy (FSDP, DeepSpeed-3): the callback then does nothing.
+        self._sharded: str | None = None
 
     @property
     def state_key(self) -> str:
@@ -238,13 +241,18 @@ class ExplainCallback(Callback):
     # ----------------------------------------------------------------------------------------- hooks
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._sharded = sharded_strategy(trainer.strategy)
+        if self._sharded is not None:
+            if trainer.is_global_zero:
+                warnings.warn(sharded_skip_message("ExplainCallback", self._sharded), UserWarning, stacklevel=2)
+            return
         if self._needs_layer:
             target = default_layer(pl_module) if self.target_layer is None else self.target_layer
             name, _ = resolve_layer(pl_module, target)
             self._layer_name = name
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero or self._sharded is not None:
             return
         if not trainer.enable_validation:
             if self._probe is None:
@@ -263,7 +271,7 @@ class ExplainCallback(Callback):
         self._prepare(trainer, pl_module)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking or not trainer.is_global_zero or self._sharded is not None:
             return
         if not self._due(trainer):
             return
