@@ -30,7 +30,7 @@ from lightning_explain.functional.gradients import (
     explain,
 )
 from lightning_explain.monitor import MapMetrics, summarize
-from lightning_explain.probe import BatchUnpacker, Probe, probe_from_dataloader, probe_from_dataset
+from lightning_explain.probe import BatchUnpacker, Probe, check_probe, probe_from_dataloader, probe_from_dataset
 from lightning_explain.render import explanation_grid, nonfinite_rows, to_display, valid_colormap
 from lightning_explain.sinks import ImageSink, scalar_layout
 
@@ -305,6 +305,7 @@ class ExplainCallback(Callback):
         if self._checked:
             return
         check_inputs(self._probe.images)
+        check_probe(self._probe.images, self.mean, self.std)
         size = tuple(self._probe.images.shape[-2:])
         for name, mask in self._probe.masks.items():
             if tuple(mask.shape) != (len(self._probe), *size):
