@@ -92,31 +92,35 @@ CASES = [
         "unknown_layer",
         "ValueError",
         "target_layer 'features.9' does not exist in TinyCNN. Closest existing names: 'features.4', 'features.3', "
-        "'features.2', 'features.1', 'features.0'.",
+        "'features.2', 'features.1', 'features.0'. Use a dotted name from model.named_modules(), or "
+        "target_layer=None for the last Conv2d.",
         lambda p: _fit(p, ExplainCallback("features.9")),
     ),
     Case(
         "layer_not_conv",
         "ValueError",
-        "target_layer 'head.3' outputs [2, 3]; Grad-CAM and channel activations need a 4-D [B, C, H, W] feature map.",
+        "target_layer 'head.3' outputs [2, 3]; Grad-CAM and channel activations need a 4-D [B, C, H, W] feature map. "
+        "Choose a convolutional layer (e.g. the last conv block) or a transformer block, or target_layer=None for the "
+        "default layer.",
         lambda p: _fit(p, ExplainCallback("head.3")),
     ),
     Case(
         "layer_never_called",
         "RuntimeError",
-        "target_layer 'spare' was not called during the forward pass",
+        "target_layer 'spare' was not called during the forward pass; pick a layer that the model's forward() uses.",
         lambda p: _fit(p, ExplainCallback("spare"), model=_Unused()),
     ),
     Case(
         "method_typo",
         "ValueError",
-        "methods must be a non-empty subset of ['gradcam', ",
+        "; got ['gradcam', 'gradcm'].",
         lambda p: ExplainCallback(methods=("gradcam", "gradcm")),
     ),
     Case(
         "attention_on_a_cnn",
         "ValueError",
-        "['attention'] read a vision transformer's attention; TinyCNN is not a supported ViT",
+        "['attention'] read a vision transformer's attention; TinyCNN is not a supported ViT (torchvision "
+        "VisionTransformer, timm VisionTransformer family, Hugging Face ViT).",
         lambda p: _fit(p, ExplainCallback(methods=("attention",))),
     ),
     Case(
@@ -153,7 +157,8 @@ CASES = [
         "no_validation_loop",
         "ValueError",
         "ExplainCallback found no validation data and no probe: it explains a probe batch at the end of each "
-        "validation epoch.",
+        "validation epoch. Give the Trainer validation data (a validation_step and val_dataloaders=... or a "
+        "val_dataloader() hook, limit_val_batches > 0).",
         lambda p: _fit(p, ExplainCallback(), val=None),
     ),
     Case(
@@ -179,7 +184,8 @@ CASES = [
     Case(
         "targets_label_without_labels",
         "ValueError",
-        "targets='label' but the validation batches carry no class labels ([B] integers).",
+        "targets='label' but the validation batches carry no class labels ([B] integers). Use targets='predicted', "
+        "label_key=... for dict batches, or unpack_batch=<callable>.",
         lambda p: _no_sanity(
             p, ExplainCallback(targets="label"), val=DataLoader(_Pairs(lambda x, y: (x, "no label")), batch_size=4)
         ),
@@ -188,7 +194,8 @@ CASES = [
         "output_not_logits",
         "ValueError",
         "the model returned tuple; explanations need [B, C] class scores (logits). Pass "
-        "output_transform=<callable mapping the model output to [B, C] logits>",
+        "output_transform=<callable mapping the model output to [B, C] logits>, e.g. output_transform=lambda out: "
+        "out[0] for a model that returns (logits, aux).",
         lambda p: _fit(p, ExplainCallback(), model=_Pair()),
     ),
     Case(
@@ -201,7 +208,8 @@ CASES = [
     Case(
         "nan_in_probe_images",
         "UserWarning",
-        "ExplainCallback: probe images [1] hold NaN or inf values; their maps will be NaN and shown blank.",
+        "ExplainCallback: probe images [1] hold NaN or inf values; their maps will be NaN and shown blank. Choose "
+        "other images with probe_indices=[...] or clean the data.",
         lambda p: _no_sanity(p, ExplainCallback(num_probe=4), val=_nan_val()),
     ),
     Case(
@@ -220,7 +228,8 @@ CASES = [
     Case(
         "mask_key_missing",
         "ValueError",
-        "object_mask_key=5 selects nothing in a validation batch (list).",
+        "object_mask_key=5 selects nothing in a validation batch (list). Give the tuple position or dict key of the "
+        "mask, or pass the masks for the probe explicitly.",
         lambda p: _no_sanity(p, ExplainCallback(object_mask_key=5)),
     ),
     Case(
@@ -232,7 +241,8 @@ CASES = [
     Case(
         "no_image_logger",
         "UserWarning",
-        "no logger in the Trainer takes images",
+        "no logger in the Trainer takes images (TensorBoardLogger, or one with log_image); ExplainCallback writes its "
+        "grids as PNG files under",
         lambda p: _fit(p, ExplainCallback(num_probe=2), logger=CSVLogger(str(p))),
     ),
     Case(
@@ -263,3 +273,5 @@ def test_every_case_is_in_the_readme_table():
     ids = [re.match(r"\| `([a-z0-9_]+)`", row).group(1) for row in rows]
     assert ids == [c.id for c in CASES]
     assert len(ids) >= 15
+    for row, case in zip(rows, CASES, strict=True):
+        assert case.message in row and case.kind in row, case.id
