@@ -52,7 +52,9 @@ class ExplainCallback(Callback):
 
     One hooked forward pass and one ``torch.autograd.grad`` call per epoch give every map. The pass never
     changes training: ``param.grad``, BatchNorm statistics, train/eval and ``requires_grad`` flags, the RNG
-    states and the model's hooks are as before (also when the pass raises).
+    states and the model's hooks are as before (also when the pass raises). Under DDP only global rank zero
+    computes; under strategies that shard the parameters (FSDP, DeepSpeed stage 3) the callback is disabled with
+    one warning, since a forward on rank zero alone would hang.
 
     Args:
         target_layer: dotted module name (or module) for Grad-CAM and activations; None picks the last
