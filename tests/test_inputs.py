@@ -218,6 +218,20 @@ def test_half_precision_models_on_cpu(tmp_path, dtype):
     assert out["saliency"].amax() > 0
 
 
+class _ToFloat(TinyCNN):
+    """A float32 model that converts half-precision inputs itself."""
+
+    def forward(self, x):
+        return super().forward(x.float())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_to_a_float32_model(tmp_path, dtype):
+    cb = ExplainCallback(num_probe=4, strict=True)
+    _, images = _fit(tmp_path, _ToFloat(), cb, _data(dtype=dtype), max_epochs=1)
+    assert set(images) == TAGS and cb._probe.images.dtype == dtype  # the probe is kept as the data gives it
+
+
 def test_uint8_images_fail_at_setup_with_the_fix(tmp_path):
     with pytest.raises(TypeError, match=r"dtype torch.uint8; gradient maps need floating-point images.*ToDtype"):
         _fit(tmp_path, _Cast(), ExplainCallback(), _data(dtype=torch.uint8), max_epochs=1)
