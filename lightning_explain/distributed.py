@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SHARDED_STRATEGIES", "sharded_skip_message", "sharded_strategy"]
+__all__ = ["SHARDED_STRATEGIES", "fail_together", "sharded_skip_message", "sharded_strategy"]
 
 #: Strategy classes (or base classes) whose forward needs every rank.
 SHARDED_STRATEGIES = frozenset({"FSDPStrategy", "ModelParallelStrategy", "XLAFSDPStrategy"})
@@ -50,3 +50,22 @@ def sharded_skip_message(owner: str, strategy: str) -> str:
         "checkpoint into a single-device Trainer and run trainer.validate(model, val_dataloaders) with this "
         "callback."
     )
+
+
+def fail_together(strategy: Any, error: BaseException | None, owner: str) -> None:
+    """Turn a setup failure on global rank zero into the same failure on every rank, at the same point.
+
+    Call it on every rank (it broadcasts once from rank zero when there are several processes). Without it the
+    other ranks would go on into training and wait in their first gradient all-reduce for a rank that has
+    stopped: gloo notices the closed connection, NCCL may wait until its timeout.
+
+    Raises:
+        The rank-zero ``error`` itself on rank zero; a ``RuntimeError`` quoting it on the other ranks.
+    """
+    message = None if error is None else f"{type(error).__name__}: {error}"
+    if int(getattr(strategy, "world_size", 1)) > 1:
+        message = strategy.broadcast(message, src=0)
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RuntimeError(f"{owner} failed at setup on global rank 0, so every rank stops: {message}")

@@ -1,10 +1,10 @@
 """A standalone two-process training run for tests/test_distributed.py (not a test module itself).
 
-``python tests/distributed_worker.py OUT STRATEGY [EPOCHS]`` (STRATEGY: ``ddp``, ``ddp_spawn`` or ``fsdp2``) fits
-the tiny CNN on 2 CPU processes (gloo) with ``ExplainCallback`` and ``FocusAlert``, logs to ``OUT/tb/version_0``
-and writes ``OUT/rank<r>.json`` per rank: how many forward calls of the LightningModule each rank made inside
-ExplainCallback's hooks (the probe passes, dry run included). ``strategy="ddp"`` re-launches this script for
-rank 1, which is why it is a script: under pytest it would re-run pytest.
+``python tests/distributed_worker.py OUT STRATEGY [EPOCHS]`` (STRATEGY: ``ddp``, ``ddp_bad``, ``ddp_spawn``,
+``fsdp2``) fits the tiny CNN on 2 CPU processes (gloo) with ``ExplainCallback`` and ``FocusAlert``, logs to
+``OUT/tb/version_0`` and writes ``OUT/rank<r>.json`` per rank: how many forward calls of the LightningModule each
+rank made inside ExplainCallback's hooks (the probe passes, dry run included). ``strategy="ddp"`` re-launches this
+script for rank 1, which is why it is a script: under pytest it would re-run pytest.
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ def build(out: Path, strategy: str, epochs: int = 2) -> tuple[pl.Trainer, pl.Lig
     counter = ForwardCounter()
     callbacks = [
         Mark(counter, "start"),
-        ExplainCallback(num_probe=4),
+        # "ddp_bad": a class index the 3-class model does not have; only rank 0's dry run can notice.
+        ExplainCallback(num_probe=4, targets=7 if strategy == "ddp_bad" else "predicted"),
         Mark(counter, "end", out),
         # A collective of its own (reduce_boolean_decision) on every rank: must not deadlock with rank-0 compute.
         FocusAlert("explain/gradcam/focus/border_lift", threshold=10.0, patience=1, stop_training=False),

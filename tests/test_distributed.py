@@ -69,6 +69,19 @@ def test_ddp_computes_and_logs_on_rank_zero_only(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_setup_error_on_rank_zero_stops_every_rank_with_its_message(tmp_path):
+    # targets=7 for a 3-class model: only rank 0 runs the dry run, so only rank 0 can notice.
+    result = _run_worker(tmp_path, "ddp_bad")
+    assert result.returncode != 0
+    text = "target class indices must lie in [0, 2] for a model with 3 outputs; got [7, 7]."
+    assert f"[rank0]: ValueError: {text}" in result.stderr
+    stopped = "[rank1]: RuntimeError: ExplainCallback failed at setup on global rank 0, so every rank stops: "
+    assert f"{stopped}ValueError: {text}" in result.stderr
+    assert "Connection closed by peer" not in result.stderr  # rank 1 did not go on into training alone
+    assert _ranks(tmp_path) == {}  # no rank reached the end of fit
+
+
+@pytest.mark.slow
 def test_ddp_spawn_in_process(tmp_path):
     from distributed_worker import build
 

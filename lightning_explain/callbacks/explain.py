@@ -17,7 +17,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from lightning_explain.capture import preserve_model_state, resolve_layer
-from lightning_explain.distributed import sharded_skip_message, sharded_strategy
+from lightning_explain.distributed import fail_together, sharded_skip_message, sharded_strategy
 from lightning_explain.functional._common import OutputTransform, check_inputs
 from lightning_explain.functional.gradients import (
     DEFAULT_METHODS,
@@ -254,8 +254,17 @@ class ExplainCallback(Callback):
             self._layer_name = name
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero or self._sharded is not None:
+        if self._sharded is not None:
             return
+        error: Exception | None = None
+        if trainer.is_global_zero:
+            try:
+                self._start(trainer, pl_module)
+            except Exception as err:
+                error = err
+        fail_together(trainer.strategy, error, "ExplainCallback")  # no rank trains on while rank zero has failed
+
+    def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.enable_validation:
             if self._probe is None:
                 raise ValueError(
