@@ -33,6 +33,9 @@ __all__ = [
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
     """Return ``(dotted_name, module)`` for a layer given by name or by module.
 
+    A model or submodule wrapped by ``torch.compile`` is found under the name without ``_orig_mod``
+    (``"layer4"`` finds ``"_orig_mod.layer4"``).
+
     Raises:
         ValueError: the name does not exist in ``model`` (the message lists the closest names), or the
             module is not a submodule of ``model``.
@@ -56,6 +59,10 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
         raise TypeError(f"target_layer must be a dotted module name or an nn.Module, got {type(layer).__name__}.")
     if layer in named and layer != "":
         return layer, named[layer]
+    # torch.compile wraps a module as ``<name>._orig_mod``: accept the name the user knows, without it.
+    uncompiled = {".".join(p for p in n.split(".") if p != "_orig_mod"): n for n in named if "_orig_mod" in n}
+    if layer in uncompiled:
+        return uncompiled[layer], named[uncompiled[layer]]
     candidates = [n for n in named if n]
     close = difflib.get_close_matches(layer, candidates, n=5, cutoff=0.5)
     if not close:

@@ -22,6 +22,7 @@ from lightning_explain.capture import preserve_rng
 __all__ = [
     "BatchUnpacker",
     "Probe",
+    "check_probe",
     "masks_from_batch",
     "probe_from_dataloader",
     "probe_from_dataset",
@@ -224,3 +225,31 @@ def probe_from_dataloader(
     all_labels = None if any(y is None for y in labels) else torch.cat([y for y in labels if y is not None])
     all_masks = {name: torch.cat([m[name] for m in masks]) for name in masks[0]}
     return _finish(torch.cat(images), all_labels, all_masks, num, seen, "the validation dataloader")
+
+
+def check_probe(images: Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+    """Setup checks on the probe images ``[N, C, H, W]`` that the model's dry run cannot make.
+
+    Raises:
+        ValueError: ``mean`` / ``std`` have neither one value nor one per channel.
+
+    Warns:
+        UserWarning: some probe images hold NaN or inf (their maps will be NaN and shown blank).
+    """
+    channels = int(images.shape[1])
+    for name, values in (("mean", mean), ("std", std)):
+        if values is not None and len(values) not in (1, channels):
+            raise ValueError(
+                f"{name} has {len(values)} values but the probe images have {channels} channels; give one value per "
+                f"channel (or a single value for all), e.g. {name}={[round(float(values[0]), 3)] * channels}."
+            )
+    if images.is_floating_point():
+        finite = torch.isfinite(images.flatten(1)).all(dim=1)
+        if not bool(finite.all()):
+            bad = torch.nonzero(~finite).flatten().tolist()
+            warnings.warn(
+                f"ExplainCallback: probe images {bad} hold NaN or inf values; their maps will be NaN and shown blank. "
+                "Choose other images with probe_indices=[...] or clean the data.",
+                UserWarning,
+                stacklevel=3,
+            )

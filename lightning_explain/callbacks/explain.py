@@ -19,6 +19,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from lightning_explain.capture import preserve_model_state, resolve_layer
+from lightning_explain.distributed import fail_together, sharded_skip_message, sharded_strategy
 from lightning_explain.functional._common import OutputTransform, check_inputs
 from lightning_explain.functional.gradients import (
     DEFAULT_METHODS,
@@ -31,7 +32,7 @@ from lightning_explain.functional.gradients import (
     explain,
 )
 from lightning_explain.monitor import MapMetrics, summarize
-from lightning_explain.probe import BatchUnpacker, Probe, probe_from_dataloader, probe_from_dataset
+from lightning_explain.probe import BatchUnpacker, Probe, check_probe, probe_from_dataloader, probe_from_dataset
 from lightning_explain.render import explanation_grid, grid_layout, nonfinite_rows, to_display, valid_colormap
 from lightning_explain.sinks import ImageSink, scalar_layout
 
@@ -53,7 +54,9 @@ class ExplainCallback(Callback):
 
     One hooked forward pass and one ``torch.autograd.grad`` call per epoch give every map. The pass never
     changes training: ``param.grad``, BatchNorm statistics, train/eval and ``requires_grad`` flags, the RNG
-    states and the model's hooks are as before (also when the pass raises).
+    states and the model's hooks are as before (also when the pass raises). Under DDP only global rank zero
+    computes; under strategies that shard the parameters (FSDP, DeepSpeed stage 3) the callback is disabled with
+    one warning, since a forward on rank zero alone would hang.
 
     Args:
         target_layer: dotted module name (or module) for Grad-CAM and activations; None picks the last
@@ -233,6 +236,8 @@ class ExplainCallback(Callback):
         self._checked = False
         self._warned: set[str] = set()
         self._sink = ImageSink()
+        #: Set in ``setup`` under a sharded strategy (FSDP, DeepSpeed-3): the callback then does nothing.
+        self._sharded: str | None = None
 
     @property
     def state_key(self) -> str:
@@ -246,14 +251,28 @@ class ExplainCallback(Callback):
     # ----------------------------------------------------------------------------------------- hooks
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._sharded = sharded_strategy(trainer.strategy)
+        if self._sharded is not None:
+            if trainer.is_global_zero:
+                warnings.warn(sharded_skip_message("ExplainCallback", self._sharded), UserWarning, stacklevel=2)
+            return
         if self._needs_layer:
             target = default_layer(pl_module) if self.target_layer is None else self.target_layer
             name, _ = resolve_layer(pl_module, target)
             self._layer_name = name
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
+        if self._sharded is not None:
             return
+        error: Exception | None = None
+        if trainer.is_global_zero:
+            try:
+                self._start(trainer, pl_module)
+            except Exception as err:
+                error = err
+        fail_together(trainer.strategy, error, "ExplainCallback")  # no rank trains on while rank zero has failed
+
+    def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.enable_validation:
             if self._probe is None:
                 raise ValueError(
@@ -271,7 +290,7 @@ class ExplainCallback(Callback):
         self._prepare(trainer, pl_module)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking or not trainer.is_global_zero or self._sharded is not None:
             return
         if not self._due(trainer):
             return
@@ -305,6 +324,7 @@ class ExplainCallback(Callback):
         if self._checked:
             return
         check_inputs(self._probe.images)
+        check_probe(self._probe.images, self.mean, self.std)
         size = tuple(self._probe.images.shape[-2:])
         for name, mask in self._probe.masks.items():
             if tuple(mask.shape) != (len(self._probe), *size):

@@ -129,10 +129,22 @@ def autocast_off(device: torch.device) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
+def eager_only() -> AbstractContextManager[Any]:
+    """Run ``torch.compile``d models and modules eagerly (their original Python code) inside the block.
+
+    Inside a compiled graph, forward hooks are traced in and the gradient with respect to a hooked layer's
+    output comes out wrong (all-zero Grad-CAM with ``aot_eager``/``inductor``); eagerly, hooks and
+    ``autograd.grad`` behave as for any module, and no recompilation is triggered. Needs torch >= 2.6
+    (``torch.compiler.set_stance``); older versions run unchanged.
+    """
+    set_stance = getattr(getattr(torch, "compiler", None), "set_stance", None)
+    return set_stance("force_eager") if set_stance is not None else nullcontext()
+
+
 @contextmanager
 def grad_context(device: torch.device) -> Iterator[None]:
-    """Gradients on, inference mode and autocast off: maps are computed in fp32 wherever this is called from."""
-    with torch.inference_mode(False), torch.enable_grad(), autocast_off(device):
+    """Gradients on, inference mode, autocast and ``torch.compile`` off: maps are computed eagerly in fp32."""
+    with torch.inference_mode(False), torch.enable_grad(), autocast_off(device), eager_only():
         yield
 
 
@@ -167,7 +179,7 @@ def resolve_targets(
     if callable(targets) and not isinstance(targets, Tensor):
         return TargetSpec(None, targets)
     if targets is None:
-        with torch.inference_mode(False), torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad(), eager_only():
             logits = logits_from_output(model(inputs.detach().clone().to(model_dtype(model))), output_transform)
         return TargetSpec(logits.argmax(dim=1))
     classes = class_indices(targets, inputs.shape[0], inputs.device)
