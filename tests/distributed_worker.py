@@ -22,7 +22,14 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.strategies import DDPStrategy, ModelParallelStrategy, Strategy
 from torch.utils.data import DataLoader
 
-from lightning_explain import ExplainCallback, FocusAlert
+from lightning_explain import (
+    ErrorAttribution,
+    ExplainCallback,
+    FeatureInversion,
+    FeatureMaps,
+    FilterGrid,
+    FocusAlert,
+)
 
 #: Hooks of ExplainCallback in which it may compute; forward calls made inside them are probe passes.
 EXPLAIN_HOOKS = ("on_train_start", "on_validation_epoch_end")
@@ -98,6 +105,16 @@ class Mark(Callback):
         self.counter.close()
 
 
+def SHARDED_VIEWS() -> list[Callback]:
+    """The other views, which must skip under a sharded strategy too (their forwards would hang as well)."""
+    return [
+        ErrorAttribution(num_probe=4, max_batches=2),
+        FeatureMaps(num_probe=4),
+        FilterGrid(),
+        FeatureInversion("features.3", every_n_epochs=1, steps=2, num_probe=4, progress=False),
+    ]
+
+
 def build(out: Path, strategy: str, epochs: int = 2) -> tuple[pl.Trainer, pl.LightningModule, DataLoader, DataLoader]:
     """The trainer, model and loaders of the run (also used in-process by the ``ddp_spawn`` test)."""
     counter = ForwardCounter()
@@ -105,6 +122,7 @@ def build(out: Path, strategy: str, epochs: int = 2) -> tuple[pl.Trainer, pl.Lig
         Mark(counter, "start"),
         # "ddp_bad": a class index the 3-class model does not have; only rank 0's dry run can notice.
         ExplainCallback(num_probe=4, targets=7 if strategy == "ddp_bad" else "predicted"),
+        *(SHARDED_VIEWS() if strategy == "fsdp2" else []),
         Mark(counter, "end", out),
         # A collective of its own (reduce_boolean_decision) on every rank: must not deadlock with rank-0 compute.
         FocusAlert("explain/gradcam/focus/border_lift", threshold=10.0, patience=1, stop_training=False),

@@ -241,8 +241,8 @@ CASES = [
     Case(
         "no_image_logger",
         "UserWarning",
-        "no logger in the Trainer takes images (TensorBoardLogger, or one with log_image); ExplainCallback writes its "
-        "grids as PNG files under",
+        "no logger in the Trainer takes images (TensorBoardLogger, or one with log_image); the explanation grids are "
+        "written as PNG files under",
         lambda p: _fit(p, ExplainCallback(num_probe=2), logger=CSVLogger(str(p))),
     ),
     Case(

@@ -100,7 +100,8 @@ def test_sharded_strategy_skips_with_a_warning_and_never_hangs(tmp_path):
     # rank-0 dry run waits in an all_gather for rank 1 until the process-group timeout.
     result = _run_worker(tmp_path, "fsdp2")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "ExplainCallback is disabled for this run: the ModelParallelStrategy strategy shards" in result.stderr
+    for owner in ("ExplainCallback", "ErrorAttribution", "FeatureMaps", "FilterGrid", "FeatureInversion"):
+        assert f"{owner} is disabled for this run: the ModelParallelStrategy strategy shards" in result.stderr
     assert "strategy='ddp'" in result.stderr
     ranks = _ranks(tmp_path)
     assert [ranks[r]["probe_forward_calls"] for r in (0, 1)] == [0, 0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import pytorch_lightning as pl
 import scipy.stats
 import torch
 from conftest import TinyCNN, loaders, read_event_images, trainer  # noqa: F401
@@ -240,4 +241,4 @@ def test_callback_arguments_fail_early():
         TCAVCallback("x", concepts={})
     cb = TCAVCallback("features.3", concepts={"a": "no_such_module_xyz:thing"})
     with pytest.raises(ValueError, match="cannot import"):
-        cb.setup(None, TinyCNN(), "fit")  # type: ignore[arg-type]
+        cb.setup(pl.Trainer(logger=False, enable_checkpointing=False), TinyCNN(), "fit")

@@ -16,6 +16,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor
 
+from lightning_explain.distributed import fail_together, sharded_skip_message, sharded_strategy
 from lightning_explain.functional._common import check_inputs
 from lightning_explain.probe import BatchUnpacker, Probe, probe_from_dataloader
 from lightning_explain.render import valid_colormap
@@ -110,15 +111,34 @@ class ViewCallback(Callback):
         self.strict = strict
         self._warned: set[str] = set()
         self._sink = ImageSink()
+        #: Set in ``setup`` under a sharded strategy (FSDP, DeepSpeed-3): the view then does nothing.
+        self._sharded: str | None = None
 
     # ----------------------------------------------------------------------------------------- hooks
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._sharded = sharded_strategy(trainer.strategy)
+        if self._sharded is not None:
+            if trainer.is_global_zero:
+                warnings.warn(sharded_skip_message(type(self).__name__, self._sharded), UserWarning, stacklevel=2)
+            return
+        self._setup(trainer, pl_module)
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero and self.uses_probe and trainer.enable_validation:
-            self._ensure_probe(trainer)
+        if self._sharded is not None:
+            return
+        error: Exception | None = None
+        if trainer.is_global_zero:
+            try:
+                self._start(trainer, pl_module)
+            except Exception as err:
+                error = err
+        fail_together(trainer.strategy, error, type(self).__name__)  # no rank trains on while rank zero has failed
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or not self._is_due(trainer):
+        if trainer.sanity_checking or not trainer.is_global_zero or self._sharded is not None:
+            return
+        if not self._is_due(trainer):
             return
         try:
             if self.uses_probe:
@@ -138,6 +158,14 @@ class ViewCallback(Callback):
             self._probe = Probe(images.cpu(), state_dict.get("probe_labels"))
 
     # ----------------------------------------------------------------------------------------- helpers
+
+    def _setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Checks that need the model (layer names, arguments): raise with the fix. Runs on every rank."""
+
+    def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """At train start, on global rank zero: read the probe, so that bad data fails before the first step."""
+        if self.uses_probe and trainer.enable_validation:
+            self._ensure_probe(trainer)
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         raise NotImplementedError

@@ -176,7 +176,7 @@ class ErrorAttribution(ViewCallback):
     def state_key(self) -> str:
         return self._generate_state_key(target_layer=self.target_layer, method=self.method, tag_prefix=self.tag_prefix)
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def _setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.method in LAYER_METHODS:
             target = default_layer(pl_module) if self.target_layer is None else self.target_layer
             self._layer_name = resolve_layer(pl_module, target)[0]
@@ -185,7 +185,9 @@ class ErrorAttribution(ViewCallback):
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._stop_collecting()
-        if self.top_k == 0 or trainer.sanity_checking or not trainer.is_global_zero or not self._is_due(trainer):
+        if self.top_k == 0 or trainer.sanity_checking or not trainer.is_global_zero or self._sharded is not None:
+            return
+        if not self._is_due(trainer):
             return
         self._collecting, self._seen, self._extra_forwards = True, 0, 0
         self._candidates = ConfusedExamples.empty()

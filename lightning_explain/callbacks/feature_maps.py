@@ -105,7 +105,7 @@ class FeatureMaps(ViewCallback):
     def state_key(self) -> str:
         return self._generate_state_key(layers=self.layers, tag_prefix=self.tag_prefix)
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def _setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.layers is None:
             convs = [n for n, m in pl_module.named_modules() if isinstance(m, nn.Conv2d)]
             if not convs:

@@ -92,7 +92,7 @@ class FilterGrid(ViewCallback):
     def state_key(self) -> str:
         return self._generate_state_key(layer=self.layer, tag_prefix=self.tag_prefix)
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def _setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.layer is None:
             first: tuple[str, nn.Module] | None = next(
                 ((n, m) for n, m in pl_module.named_modules() if isinstance(m, nn.Conv2d)), None
@@ -119,12 +119,11 @@ class FilterGrid(ViewCallback):
             )
         self._layer_name = name
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero:
-            try:
-                self._run(trainer, pl_module)
-            except Exception as err:
-                self._fail("the view", err, trainer.current_epoch)
+    def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        try:  # the untrained filters, as epoch 0's "before"
+            self._run(trainer, pl_module)
+        except Exception as err:
+            self._fail("the view", err, trainer.current_epoch)
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert self._layer_name is not None

@@ -99,7 +99,7 @@ class FeatureInversion(ViewCallback):
     def state_key(self) -> str:
         return self._generate_state_key(layer=self.layer, tag_prefix=self.tag_prefix)
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def _setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         resolve_layer(pl_module, self.layer)
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -156,7 +156,7 @@ class TCAVCallback(ViewCallback):
     def state_key(self) -> str:
         return self._generate_state_key(layer=self.layer, concepts=sorted(self.concepts), tag_prefix=self.tag_prefix)
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def _setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         resolve_layer(pl_module, self.layer)
         if self._concepts is None:
             unpack = {"input_key": self.input_key, "label_key": self.label_key, "unpacker": self.unpack_batch}
@@ -165,9 +165,9 @@ class TCAVCallback(ViewCallback):
                 for name, src in self.concepts.items()
             }
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_train_start(trainer, pl_module)
-        if trainer.is_global_zero and trainer.enable_validation:
+    def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super()._start(trainer, pl_module)
+        if trainer.enable_validation:
             self._ensure_random_sets(trainer)
 
     def _ensure_random_sets(self, trainer: pl.Trainer) -> list[Tensor]:
