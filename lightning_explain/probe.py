@@ -23,6 +23,7 @@ __all__ = [
     "BatchUnpacker",
     "Probe",
     "check_probe",
+    "first_val_loader",
     "masks_from_batch",
     "probe_from_dataloader",
     "probe_from_dataset",
@@ -253,3 +254,13 @@ def check_probe(images: Tensor, mean: Sequence[float] | None = None, std: Sequen
                 UserWarning,
                 stacklevel=3,
             )
+
+
+def first_val_loader(trainer: Any) -> Any | None:
+    """The first validation dataloader of a Lightning ``trainer`` (the probe's source), or None."""
+    loaders = trainer.val_dataloaders
+    if isinstance(loaders, dict):
+        loaders = list(loaders.values())
+    if isinstance(loaders, (list, tuple)):
+        loaders = loaders[0] if loaders else None
+    return loaders

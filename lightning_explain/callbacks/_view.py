@@ -18,11 +18,11 @@ from torch import Tensor
 
 from lightning_explain.distributed import fail_together, sharded_skip_message, sharded_strategy
 from lightning_explain.functional._common import check_inputs
-from lightning_explain.probe import BatchUnpacker, Probe, probe_from_dataloader
+from lightning_explain.probe import BatchUnpacker, Probe, first_val_loader, probe_from_dataloader
 from lightning_explain.render import valid_colormap
 from lightning_explain.sinks import ImageSink
 
-__all__ = ["ViewCallback", "check_positive_int", "first_val_loader"]
+__all__ = ["ViewCallback", "check_positive_int"]
 
 
 def check_positive_int(**values: Any) -> None:
@@ -30,16 +30,6 @@ def check_positive_int(**values: Any) -> None:
     for arg, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{arg} must be an integer >= 1; got {value!r}.")
-
-
-def first_val_loader(trainer: pl.Trainer) -> Any | None:
-    """The first validation dataloader of the trainer, or None."""
-    loaders = trainer.val_dataloaders
-    if isinstance(loaders, dict):
-        loaders = list(loaders.values())
-    if isinstance(loaders, (list, tuple)):
-        loaders = loaders[0] if loaders else None
-    return loaders
 
 
 class ViewCallback(Callback):

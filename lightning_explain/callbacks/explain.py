@@ -32,7 +32,14 @@ from lightning_explain.functional.gradients import (
     explain,
 )
 from lightning_explain.monitor import MapMetrics, summarize
-from lightning_explain.probe import BatchUnpacker, Probe, check_probe, probe_from_dataloader, probe_from_dataset
+from lightning_explain.probe import (
+    BatchUnpacker,
+    Probe,
+    check_probe,
+    first_val_loader,
+    probe_from_dataloader,
+    probe_from_dataset,
+)
 from lightning_explain.render import explanation_grid, grid_layout, nonfinite_rows, to_display, valid_colormap
 from lightning_explain.sinks import ImageSink, scalar_layout
 
@@ -342,11 +349,7 @@ class ExplainCallback(Callback):
         self._checked = True
 
     def _read_probe(self, trainer: pl.Trainer) -> Probe:
-        loaders = trainer.val_dataloaders
-        if isinstance(loaders, dict):
-            loaders = list(loaders.values())
-        if isinstance(loaders, (list, tuple)):
-            loaders = loaders[0] if loaders else None
+        loaders = first_val_loader(trainer)
         if loaders is None:
             raise ValueError(
                 "ExplainCallback found no validation data and no probe. Give the Trainer validation data, or "

@@ -12,11 +12,11 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torch.utils.data.dataloader import default_collate
 
-from lightning_explain.callbacks._view import ViewCallback, check_positive_int, first_val_loader
+from lightning_explain.callbacks._view import ViewCallback, check_positive_int
 from lightning_explain.capture import preserve_model_state, preserve_rng, resolve_layer
 from lightning_explain.functional._common import check_inputs, logits_from_output
 from lightning_explain.functional.tcav import TCAVScores, tcav
-from lightning_explain.probe import probe_from_dataset, unpack_batch
+from lightning_explain.probe import first_val_loader, probe_from_dataset, unpack_batch
 
 __all__ = ["ExampleSource", "TCAVCallback", "load_examples"]
 
