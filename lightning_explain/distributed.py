@@ -11,9 +11,18 @@ callbacks skip their work under them with one warning.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["SHARDED_STRATEGIES", "fail_together", "sharded_skip_message", "sharded_strategy"]
+__all__ = [
+    "SHARDED_STRATEGIES",
+    "check_sharded",
+    "fail_together",
+    "sharded_skip_message",
+    "sharded_strategy",
+    "start_together",
+]
 
 #: Strategy classes (or base classes) whose forward needs every rank.
 SHARDED_STRATEGIES = frozenset({"FSDPStrategy", "ModelParallelStrategy", "XLAFSDPStrategy"})
@@ -69,3 +78,23 @@ def fail_together(strategy: Any, error: BaseException | None, owner: str) -> Non
         raise error
     if message is not None:
         raise RuntimeError(f"{owner} failed at setup on global rank 0, so every rank stops: {message}")
+
+
+def check_sharded(trainer: Any, owner: str) -> str | None:
+    """:func:`sharded_strategy` of the trainer's strategy; when it shards, ``owner``'s skip warning from rank zero."""
+    sharded = sharded_strategy(trainer.strategy)
+    if sharded is not None and trainer.is_global_zero:
+        warnings.warn(sharded_skip_message(owner, sharded), UserWarning, stacklevel=3)
+    return sharded
+
+
+def start_together(trainer: Any, start: Callable[[], None], owner: str) -> None:
+    """Run ``start`` (setup checks that read data or run the model) on global rank zero; every rank then learns
+    whether it failed (:func:`fail_together`), so no rank trains on while rank zero has stopped."""
+    error: Exception | None = None
+    if trainer.is_global_zero:
+        try:
+            start()
+        except Exception as err:
+            error = err
+    fail_together(trainer.strategy, error, owner)

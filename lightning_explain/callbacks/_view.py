@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor
 
-from lightning_explain.distributed import fail_together, sharded_skip_message, sharded_strategy
+from lightning_explain.distributed import check_sharded, start_together
 from lightning_explain.functional._common import check_inputs
 from lightning_explain.probe import BatchUnpacker, Probe, first_val_loader, probe_from_dataloader
 from lightning_explain.render import valid_colormap
@@ -107,23 +107,13 @@ class ViewCallback(Callback):
     # ----------------------------------------------------------------------------------------- hooks
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._sharded = sharded_strategy(trainer.strategy)
-        if self._sharded is not None:
-            if trainer.is_global_zero:
-                warnings.warn(sharded_skip_message(type(self).__name__, self._sharded), UserWarning, stacklevel=2)
-            return
-        self._setup(trainer, pl_module)
+        self._sharded = check_sharded(trainer, type(self).__name__)
+        if self._sharded is None:
+            self._setup(trainer, pl_module)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._sharded is not None:
-            return
-        error: Exception | None = None
-        if trainer.is_global_zero:
-            try:
-                self._start(trainer, pl_module)
-            except Exception as err:
-                error = err
-        fail_together(trainer.strategy, error, type(self).__name__)  # no rank trains on while rank zero has failed
+        if self._sharded is None:
+            start_together(trainer, lambda: self._start(trainer, pl_module), type(self).__name__)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or self._sharded is not None:

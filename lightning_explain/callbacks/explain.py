@@ -19,7 +19,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from lightning_explain.capture import preserve_model_state, resolve_layer
-from lightning_explain.distributed import fail_together, sharded_skip_message, sharded_strategy
+from lightning_explain.distributed import check_sharded, start_together
 from lightning_explain.functional._common import OutputTransform, check_inputs
 from lightning_explain.functional.gradients import (
     DEFAULT_METHODS,
@@ -258,10 +258,8 @@ class ExplainCallback(Callback):
     # ----------------------------------------------------------------------------------------- hooks
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._sharded = sharded_strategy(trainer.strategy)
+        self._sharded = check_sharded(trainer, "ExplainCallback")
         if self._sharded is not None:
-            if trainer.is_global_zero:
-                warnings.warn(sharded_skip_message("ExplainCallback", self._sharded), UserWarning, stacklevel=2)
             return
         if self._needs_layer:
             target = default_layer(pl_module) if self.target_layer is None else self.target_layer
@@ -269,15 +267,8 @@ class ExplainCallback(Callback):
             self._layer_name = name
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._sharded is not None:
-            return
-        error: Exception | None = None
-        if trainer.is_global_zero:
-            try:
-                self._start(trainer, pl_module)
-            except Exception as err:
-                error = err
-        fail_together(trainer.strategy, error, "ExplainCallback")  # no rank trains on while rank zero has failed
+        if self._sharded is None:
+            start_together(trainer, lambda: self._start(trainer, pl_module), "ExplainCallback")
 
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.enable_validation:
