@@ -376,6 +376,22 @@ def test_failure_at_a_later_epoch_warns_once_and_strict_raises(tmp_path):
         _fit(tmp_path / "strict", ExplainCallback(num_probe=2, strict=True), model=BreaksLater(), max_epochs=3)
 
 
+def test_a_rendering_failure_warns_once_and_training_continues(tmp_path, monkeypatch):
+    import lightning_explain.callbacks.explain as explain_module
+
+    def broken_display(*args, **kwargs):  # fault injection: the probe cannot be rendered
+        raise RuntimeError("display broke")
+
+    monkeypatch.setattr(explain_module, "to_display", broken_display)
+    with pytest.warns(UserWarning, match="rendering the probe images failed at epoch 0.*display broke") as record:
+        t, _ = _fit(tmp_path, ExplainCallback(num_probe=2), max_epochs=3)
+    assert t.current_epoch == 3
+    assert sum("rendering the probe images failed" in str(w.message) for w in record) == 1
+    assert "explain/gradcam/drift/emd_prev" in t.callback_metrics  # the numbers were still logged
+    with pytest.raises(RuntimeError, match="display broke"):
+        _fit(tmp_path / "strict", ExplainCallback(num_probe=2, strict=True), max_epochs=1)
+
+
 def test_no_image_logger_writes_pngs_with_one_warning(tmp_path):
     logger = CSVLogger(str(tmp_path), name="csv")
     with pytest.warns(UserWarning, match="no logger in the Trainer takes images") as record:

@@ -416,8 +416,12 @@ class ExplainCallback(Callback):
                 self._log_metrics(trainer, pl_module, out, maps)
             except Exception as err:
                 self._fail("the focus and drift metrics", err, epoch)
-        display = to_display(self._probe.images.to(out["logits"].device), self.mean, self.std)
-        rows = self._row_captions(out)
+        try:
+            display = to_display(self._probe.images.to(out["logits"].device), self.mean, self.std)
+            rows = self._row_captions(out)
+        except Exception as err:
+            self._fail("rendering the probe images", err, epoch)
+            return
         grids: dict[str, Tensor] = {}
         views = maps + [view for view in STRIP_VIEWS if view in out]
         for method in views:
