@@ -265,3 +265,18 @@ def test_every_view_runs_under_trainer_validate_in_inference_mode(tmp_path):
         "explain/inversion/features.3",
     } <= tags
     assert any(k.startswith("explain/tcav/red/") for k in t.callback_metrics)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"mean": [0.5, 0.5], "std": [0.2]}, "mean has 2 values but std has 1"),
+        ({"mean": [0.5], "std": [0.0]}, r"std values must be > 0"),
+        ({"colormap": "nope"}, "colormap 'nope' is not a matplotlib colour map"),
+        ({"cell_size": 4}, "cell_size must be >= 8 pixels"),
+        ({"num_probe": 0}, "num_probe must be an integer >= 1; got 0"),
+    ],
+)
+def test_views_check_display_arguments_like_explain_callback(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FeatureMaps(**kwargs)

@@ -16,20 +16,13 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor
 
+from lightning_explain.callbacks._checks import check_display, check_positive_int, check_probe_args
 from lightning_explain.distributed import check_sharded, start_together
 from lightning_explain.functional._common import check_inputs
 from lightning_explain.probe import BatchUnpacker, Probe, first_val_loader, probe_from_dataloader
-from lightning_explain.render import valid_colormap
 from lightning_explain.sinks import ImageSink
 
-__all__ = ["ViewCallback", "check_positive_int"]
-
-
-def check_positive_int(**values: Any) -> None:
-    """Raise a ValueError naming the argument unless each value is an ``int >= 1``."""
-    for arg, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{arg} must be an integer >= 1; got {value!r}.")
+__all__ = ["ViewCallback"]
 
 
 class ViewCallback(Callback):
@@ -75,19 +68,10 @@ class ViewCallback(Callback):
     ) -> None:
         super().__init__()
         check_positive_int(every_n_epochs=every_n_epochs, num_probe=num_probe)
-        if (mean is None) != (std is None):
-            raise ValueError("mean and std go together: pass both (to undo input normalisation) or neither.")
-        if std is not None and any(s <= 0 for s in std):
-            raise ValueError(f"std values must be > 0; got {list(std)}.")
-        if not valid_colormap(colormap):
-            raise ValueError(f"colormap {colormap!r} is not a matplotlib colour map (e.g. 'jet', 'viridis').")
-        if cell_size < 8:
-            raise ValueError(f"cell_size must be >= 8 pixels; got {cell_size}.")
+        check_display(mean, std, colormap, cell_size, min_cell_size=8)
+        check_probe_args(probe, probe_labels)
         self._probe: Probe | None = None
         if probe is not None:
-            check_inputs(probe)
-            if probe_labels is not None and probe_labels.reshape(-1).shape[0] != probe.shape[0]:
-                raise ValueError(f"probe_labels has {probe_labels.numel()} entries for {probe.shape[0]} images.")
             labels = probe_labels.reshape(-1).long().cpu() if probe_labels is not None else None
             self._probe = Probe(probe.detach().cpu().clone(), labels)
         self.every_n_epochs = every_n_epochs

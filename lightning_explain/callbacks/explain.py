@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 
+from lightning_explain.callbacks._checks import check_display, check_positive_int, check_probe_args
 from lightning_explain.capture import preserve_model_state, resolve_layer
 from lightning_explain.distributed import check_sharded, start_together
 from lightning_explain.functional._common import OutputTransform, check_inputs
@@ -40,7 +41,7 @@ from lightning_explain.probe import (
     probe_from_dataloader,
     probe_from_dataset,
 )
-from lightning_explain.render import explanation_grid, grid_layout, nonfinite_rows, to_display, valid_colormap
+from lightning_explain.render import explanation_grid, grid_layout, nonfinite_rows, to_display
 from lightning_explain.sinks import ImageSink, scalar_layout
 
 __all__ = ["ExplainCallback"]
@@ -166,33 +167,16 @@ class ExplainCallback(Callback):
     ) -> None:
         super().__init__()
         methods = canonical_methods(methods)
-        for arg, value in (("num_probe", num_probe), ("every_n_epochs", every_n_epochs), ("top_k", top_k)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{arg} must be an integer >= 1; got {value!r}.")
+        check_positive_int(num_probe=num_probe, every_n_epochs=every_n_epochs, top_k=top_k)
         schedule, fn_options = _split_method_options(methods, method_options, every_n_epochs)
         if not (isinstance(targets, int) and not isinstance(targets, bool) and targets >= 0) and (
             targets not in _TARGET_MODES
         ):
             raise ValueError(f"targets must be 'predicted', 'label' or a class index >= 0; got {targets!r}.")
-        if (mean is None) != (std is None):
-            raise ValueError("mean and std go together: pass both (to undo input normalisation) or neither.")
-        if mean is not None and std is not None:
-            if len(mean) != len(std):
-                raise ValueError(f"mean has {len(mean)} values but std has {len(std)}; give one per channel.")
-            if any(s <= 0 for s in std):
-                raise ValueError(f"std values must be > 0; got {list(std)}.")
-        if not valid_colormap(colormap):
-            raise ValueError(f"colormap {colormap!r} is not a matplotlib colour map (e.g. 'jet', 'viridis').")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1]; got {alpha}.")
-        if cell_size < 16:
-            raise ValueError(f"cell_size must be >= 16 pixels; got {cell_size}.")
+        check_display(mean, std, colormap, cell_size, min_cell_size=16, alpha=alpha)
         if probe is not None and probe_indices is not None:
             raise ValueError("pass either probe (a tensor) or probe_indices (dataset indices), not both.")
-        if probe is not None:
-            check_inputs(probe)
-            if probe_labels is not None and probe_labels.reshape(-1).shape[0] != probe.shape[0]:
-                raise ValueError(f"probe_labels has {probe_labels.numel()} entries for {probe.shape[0]} images.")
+        check_probe_args(probe, probe_labels)
         if targets == "label" and probe is not None and probe_labels is None:
             raise ValueError("targets='label' needs labels: pass probe_labels with the probe.")
         if not 0.0 < border_fraction < 0.5:

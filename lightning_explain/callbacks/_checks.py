@@ -1,0 +1,54 @@
+"""Argument checks shared by every callback's ``__init__``: messages name the argument, the rule and the value."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor
+
+from lightning_explain.functional._common import check_inputs
+from lightning_explain.render import valid_colormap
+
+__all__ = ["check_display", "check_positive_int", "check_probe_args"]
+
+
+def check_positive_int(**values: Any) -> None:
+    """Raise a ValueError naming the argument unless each value is an ``int >= 1``."""
+    for arg, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{arg} must be an integer >= 1; got {value!r}.")
+
+
+def check_display(
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    colormap: str,
+    cell_size: int,
+    *,
+    min_cell_size: int,
+    alpha: float | None = None,
+) -> None:
+    """The rendering arguments: normalisation to undo, colour map, overlay opacity and cell size."""
+    if (mean is None) != (std is None):
+        raise ValueError("mean and std go together: pass both (to undo input normalisation) or neither.")
+    if mean is not None and std is not None:
+        if len(mean) != len(std):
+            raise ValueError(f"mean has {len(mean)} values but std has {len(std)}; give one per channel.")
+        if any(s <= 0 for s in std):
+            raise ValueError(f"std values must be > 0; got {list(std)}.")
+    if not valid_colormap(colormap):
+        raise ValueError(f"colormap {colormap!r} is not a matplotlib colour map (e.g. 'jet', 'viridis').")
+    if alpha is not None and not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1]; got {alpha}.")
+    if cell_size < min_cell_size:
+        raise ValueError(f"cell_size must be >= {min_cell_size} pixels; got {cell_size}.")
+
+
+def check_probe_args(probe: Tensor | None, probe_labels: Tensor | None) -> None:
+    """An explicit probe: float images ``[N, C, H, W]``, and at most one label per image."""
+    if probe is None:
+        return
+    check_inputs(probe)
+    if probe_labels is not None and probe_labels.reshape(-1).shape[0] != probe.shape[0]:
+        raise ValueError(f"probe_labels has {probe_labels.numel()} entries for {probe.shape[0]} images.")
