@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,7 +11,7 @@ from torch import Tensor
 from lightning_explain.functional._common import check_inputs
 from lightning_explain.render import valid_colormap
 
-__all__ = ["check_display", "check_positive_int", "check_probe_args"]
+__all__ = ["check_display", "check_positive_int", "check_probe_args", "fail_softly"]
 
 
 def check_positive_int(**values: Any) -> None:
@@ -52,3 +53,18 @@ def check_probe_args(probe: Tensor | None, probe_labels: Tensor | None) -> None:
     check_inputs(probe)
     if probe_labels is not None and probe_labels.reshape(-1).shape[0] != probe.shape[0]:
         raise ValueError(f"probe_labels has {probe_labels.numel()} entries for {probe.shape[0]} images.")
+
+
+def fail_softly(owner: str, view: str, err: Exception, epoch: int, *, strict: bool, warned: set[str]) -> None:
+    """A failure inside one view mid-training: re-raise under ``strict``, else warn once per view and go on."""
+    if strict:
+        raise err
+    if view in warned:
+        return
+    warned.add(view)
+    warnings.warn(
+        f"{owner}: {view} failed at epoch {epoch} ({type(err).__name__}: {err}). It is skipped and training "
+        "continues; this warning is shown once. Pass strict=True to raise instead.",
+        UserWarning,
+        stacklevel=3,
+    )

@@ -7,7 +7,6 @@ turns a failure in a later epoch into one warning (``strict=True`` re-raises). S
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +15,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor
 
-from lightning_explain.callbacks._checks import check_display, check_positive_int, check_probe_args
+from lightning_explain.callbacks._checks import check_display, check_positive_int, check_probe_args, fail_softly
 from lightning_explain.distributed import check_sharded, start_together
 from lightning_explain.functional._common import check_inputs
 from lightning_explain.probe import BatchUnpacker, Probe, first_val_loader, probe_from_dataloader
@@ -171,14 +170,4 @@ class ViewCallback(Callback):
             pl_module.log(key, value, rank_zero_only=True)
 
     def _fail(self, view: str, err: Exception, epoch: int) -> None:
-        if self.strict:
-            raise err
-        if view in self._warned:
-            return
-        self._warned.add(view)
-        warnings.warn(
-            f"{type(self).__name__}: {view} failed at epoch {epoch} ({type(err).__name__}: {err}). It is skipped "
-            "and training continues; this warning is shown once. Pass strict=True to raise instead.",
-            UserWarning,
-            stacklevel=2,
-        )
+        fail_softly(type(self).__name__, view, err, epoch, strict=self.strict, warned=self._warned)

@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 
-from lightning_explain.callbacks._checks import check_display, check_positive_int, check_probe_args
+from lightning_explain.callbacks._checks import check_display, check_positive_int, check_probe_args, fail_softly
 from lightning_explain.capture import preserve_model_state, resolve_layer
 from lightning_explain.distributed import check_sharded, start_together
 from lightning_explain.functional._common import OutputTransform, check_inputs
@@ -498,17 +498,7 @@ class ExplainCallback(Callback):
         ]
 
     def _fail(self, view: str, err: Exception, epoch: int) -> None:
-        if self.strict:
-            raise err
-        if view in self._warned:
-            return
-        self._warned.add(view)
-        warnings.warn(
-            f"ExplainCallback: {view} failed at epoch {epoch} ({type(err).__name__}: {err}). It is skipped and "
-            "training continues; this warning is shown once. Pass strict=True to raise instead.",
-            UserWarning,
-            stacklevel=2,
-        )
+        fail_softly("ExplainCallback", view, err, epoch, strict=self.strict, warned=self._warned)
 
 
 def _split_method_options(
