@@ -34,8 +34,8 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
-from lightning_explain import ExplainCallback, FocusAlert
-from lightning_explain.data import ShortcutShapes, ShortcutShapesDataModule
+from lightning_explain import ExplainCallback, FocusAlert, TCAVCallback
+from lightning_explain.data import ShortcutShapes, ShortcutShapesDataModule, cue_concept_images
 from lightning_explain.data.shortcut_shapes import CLASS_NAMES
 
 
@@ -104,8 +104,8 @@ class ConflictAccuracy(Callback):
 class Recorder(Callback):
     """Collects the numbers of each validation epoch for summary.json."""
 
-    def __init__(self, focus_key: str, drift_key: str) -> None:
-        self.focus_key, self.drift_key = focus_key, drift_key
+    def __init__(self, focus_key: str, drift_key: str, cue_tcav_keys: list[str]) -> None:
+        self.focus_key, self.drift_key, self.cue_tcav_keys = focus_key, drift_key, cue_tcav_keys
         self.epochs: list[dict[str, Any]] = []
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -125,8 +125,18 @@ class Recorder(Callback):
                 "focus": get(self.focus_key),
                 "drift": get(self.drift_key),
                 "energy_in_cue": get("explain/gradcam/focus/energy_in_cue"),
+                "cue_tcav": self._cue_tcav(trainer),
             }
         )
+
+    def _cue_tcav(self, trainer: pl.Trainer) -> float | None:
+        """Mean TCAV score of each class's cue concept for that class, on epochs where TCAV ran."""
+        tcav = next((cb for cb in trainer.callbacks if isinstance(cb, TCAVCallback)), None)  # type: ignore[attr-defined]
+        if tcav is None or tcav.latest_epoch != trainer.current_epoch:
+            return None
+        values = [trainer.callback_metrics.get(key) for key in self.cue_tcav_keys]
+        scores = [float(v) for v in values if v is not None]
+        return round(sum(scores) / len(scores), 4) if scores and len(scores) == len(values) else None
 
 
 #: The alert: Grad-CAM energy on the object no better than a uniform map (lift below the threshold).
@@ -173,11 +183,24 @@ def train(
         cue_mask_key=3,
     )
     alert = FocusAlert(FOCUS_KEY, threshold=FOCUS_THRESHOLD, patience=FOCUS_PATIENCE)
-    recorder = Recorder(FOCUS_KEY, DRIFT_KEY)
+    # TCAV: is each class's logit sensitive to that class's corner cue? Concepts: the cue painted on cue-free
+    # images; random examples: cue-free images. At the first and the last epoch.
+    names = list(CLASS_NAMES[:3])
+    shape_kw: dict[str, Any] = {"image_size": image_size, "cue_size": cue_size, "noise": noise}
+    tcav = TCAVCallback(
+        "features.9",
+        concepts={f"cue_{names[k]}": cue_concept_images(k, 32, seed=20_000 + k, **shape_kw) for k in range(3)},
+        random_examples=ShortcutShapes(6 * 32, cue_agreement=None, seed=30_000 + seed, **shape_kw),
+        every_n_epochs=max(1, epochs - 1),
+        num_random=5,
+        num_class_examples=48,
+        class_names=names,
+    )
+    recorder = Recorder(FOCUS_KEY, DRIFT_KEY, [f"explain/tcav/cue_{n}/{n}/score" for n in names])
     trainer = pl.Trainer(
         max_epochs=epochs,
         logger=TensorBoardLogger(str(out), name=name, version=f"seed{seed}"),
-        callbacks=[explain, ConflictAccuracy(conflict), alert, recorder],
+        callbacks=[explain, tcav, ConflictAccuracy(conflict), alert, recorder],
         accelerator="cpu",
         devices=1,
         enable_checkpointing=False,
@@ -196,7 +219,8 @@ def train(
 
 
 def print_table(runs: dict[str, dict[str, Any]]) -> None:
-    print(f"\n{'run':<10}{'epoch':>6}{'val_acc':>9}{'conflict':>10}{'focus':>8}{'cue':>7}{'drift':>8}  alert")
+    head = f"{'run':<10}{'epoch':>6}{'val_acc':>9}{'conflict':>10}{'focus':>8}{'cue':>7}{'drift':>8}{'cue TCAV':>10}"
+    print(f"\n{head}  alert")
     for name, run in runs.items():
         for row in run["epochs"]:
             fired = "<- ALERT" if run["alert_epoch"] == row["epoch"] else ""
@@ -206,7 +230,8 @@ def print_table(runs: dict[str, dict[str, Any]]) -> None:
 
             print(
                 f"{name:<10}{row['epoch']:>6}{fmt(row['val_acc']):>9}{fmt(row['conflict_acc']):>10}"
-                f"{fmt(row['focus']):>8}{fmt(row['energy_in_cue']):>7}{fmt(row['drift']):>8}  {fired}"
+                f"{fmt(row['focus']):>8}{fmt(row['energy_in_cue']):>7}{fmt(row['drift']):>8}"
+                f"{fmt(row.get('cue_tcav')):>10}  {fired}"
             )
         print(f"{name:<10}alert epoch: {run['alert_epoch']}")
 

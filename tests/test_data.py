@@ -264,3 +264,16 @@ def test_datamodule_val_cue_defaults_to_train_cue() -> None:
 def test_datamodule_validation(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         ShortcutShapesDataModule(**kwargs)
+
+
+def test_cue_concept_images_are_cue_free_images_with_one_class_cue():
+    from lightning_explain.data import cue_concept_images
+
+    concept = cue_concept_images(2, 5, image_size=40, cue_size=8, noise=0.1, seed=3)
+    plain = ShortcutShapes(5, image_size=40, cue_agreement=None, seed=3, cue_size=8, noise=0.1)
+    for i in range(5):
+        expected = plain[i][0].clone()
+        expected[:, :8, :8] = torch.tensor(CUE_COLORS[2]).view(3, 1, 1)
+        assert torch.equal(concept[i], expected)
+    with pytest.raises(ValueError, match=r"class_index must lie in \[0, 2\]; got 3"):
+        cue_concept_images(3)

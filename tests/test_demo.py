@@ -41,5 +41,10 @@ def test_alert_fires_for_the_shortcut_model_and_never_for_the_clean_one(tmp_path
     # images, the clean one does not.
     assert shortcut["epochs"][-1]["conflict_acc"] < 0.3
     assert max(row["conflict_acc"] for row in clean["epochs"]) > 0.8
+    # TCAV agrees: the shortcut model's class logits follow their corner cue, the clean model's do not.
+    assert [row["epoch"] for row in shortcut["epochs"] if row["cue_tcav"] is not None] == [0, 5]
+    assert shortcut["epochs"][-1]["cue_tcav"] >= 0.9
+    assert clean["epochs"][-1]["cue_tcav"] <= 0.75  # ~0.5: no direction (seeds 0-2: 0.30, 0.61, 0.33)
     printed = capsys.readouterr().out
     assert "<- ALERT" in printed and "summary.json" in printed and "tensorboard --logdir" in printed
+    assert "cue TCAV" in printed

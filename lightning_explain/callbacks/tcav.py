@@ -152,6 +152,8 @@ class TCAVCallback(ViewCallback):
         self._random_sets: list[Tensor] | None = None
         #: The last result: concept -> :class:`~lightning_explain.functional.tcav.TCAVScores`.
         self.latest: dict[str, TCAVScores] = {}
+        #: The epoch ``latest`` belongs to.
+        self.latest_epoch: int | None = None
 
     @property
     def state_key(self) -> str:
@@ -235,7 +237,7 @@ class TCAVCallback(ViewCallback):
                 output_transform=self.output_transform,
                 batch_size=self.batch_size,
             )
-        self.latest = result
+        self.latest, self.latest_epoch = result, trainer.current_epoch
         values: dict[str, float] = {}
         for name, scores in result.items():
             base = f"{self.tag_prefix}/tcav/{name}"

@@ -14,6 +14,7 @@ from lightning_explain.data.shortcut_shapes import (
     OBJECT_PALETTE,
     ShortcutShapes,
     ShortcutShapesDataModule,
+    cue_concept_images,
 )
 
 __all__ = [
@@ -23,4 +24,5 @@ __all__ = [
     "OBJECT_PALETTE",
     "ShortcutShapes",
     "ShortcutShapesDataModule",
+    "cue_concept_images",
 ]

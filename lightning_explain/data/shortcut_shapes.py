@@ -37,6 +37,7 @@ __all__ = [
     "Sample",
     "ShortcutShapes",
     "ShortcutShapesDataModule",
+    "cue_concept_images",
 ]
 
 #: One sample: ``(image [3, H, W] float32, label int, object_mask [H, W] bool, cue_mask [H, W] bool)``.
@@ -282,6 +283,43 @@ class ShortcutShapes(Dataset[Sample]):
             f"num_classes={self.num_classes}, cue_agreement={self.cue_agreement}, seed={self.seed}, "
             f"cue_size={self.cue_size}, noise={self.noise})"
         )
+
+
+def cue_concept_images(
+    class_index: int,
+    num_samples: int = 32,
+    *,
+    image_size: int = 64,
+    num_classes: int = 3,
+    cue_size: int | None = None,
+    noise: float = 0.15,
+    seed: int = 0,
+) -> Tensor:
+    """Concept examples for TCAV: images of the dataset's distribution with the corner cue of one class.
+
+    The images are those of ``ShortcutShapes(..., cue_agreement=None)`` (shapes of every class, no cue) with the
+    cue patch of ``class_index`` painted in; ``ShortcutShapes(..., cue_agreement=None)`` itself then serves as
+    the random examples, so a concept-vs-random CAV points along "this class's cue is present".
+
+    Example:
+        >>> x = cue_concept_images(1, 4, image_size=32, cue_size=6)
+        >>> tuple(x.shape), bool((x[:, :, :6, :6] == torch.tensor(CUE_COLORS[1]).view(3, 1, 1)).all())
+        ((4, 3, 32, 32), True)
+    """
+    if not 0 <= class_index < num_classes:
+        raise ValueError(f"class_index must lie in [0, {num_classes - 1}]; got {class_index}.")
+    plain = ShortcutShapes(
+        num_samples,
+        image_size=image_size,
+        num_classes=num_classes,
+        cue_agreement=None,
+        seed=seed,
+        cue_size=cue_size,
+        noise=noise,
+    )
+    images = torch.stack([plain[i][0] for i in range(num_samples)])
+    images[:, :, : plain.cue_size, : plain.cue_size] = torch.tensor(CUE_COLORS[class_index]).view(1, 3, 1, 1)
+    return images
 
 
 class ShortcutShapesDataModule(pl.LightningDataModule):
