@@ -100,6 +100,7 @@ from lightning_explain.functional import (
     score_cam,
     smooth_grad,
 )
+from lightning_explain.functional._common import normalize_maps
 
 LAYER = "layer4"
 SEED = 0
@@ -134,21 +135,13 @@ SIDES = ("ours", "peer")
 warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients")
 
 
-def _minmax(maps: Tensor) -> Tensor:
-    """Per-map min-max scaling of the last two dimensions to [0, 1] (constant maps become zeros)."""
-    flat = maps.flatten(-2)
-    low = flat.amin(dim=-1, keepdim=True)
-    span = flat.amax(dim=-1, keepdim=True) - low
-    return ((flat - low) / span.clamp_min(1e-12)).view_as(maps)
-
-
 def _as_tensor(value: Any) -> Tensor:
     return torch.from_numpy(np.asarray(value)) if not isinstance(value, Tensor) else value.detach()
 
 
 def _norm_diff(a: Any, b: Any) -> float:
     """Max abs difference of the min-max normalised maps."""
-    return (_minmax(_as_tensor(a).float()) - _minmax(_as_tensor(b).float())).abs().max().item()
+    return (normalize_maps(_as_tensor(a).float()) - normalize_maps(_as_tensor(b).float())).abs().max().item()
 
 
 def _raw_rel_diff(a: Any, b: Any) -> float:
@@ -356,9 +349,9 @@ def _eigen_agreement(s: Setup, ours_map: Tensor, peer_map: Any) -> str:
     vh = torch.linalg.svd(centred, full_matrices=False).Vh[:, 0, :]
     proj = torch.einsum("bnk,bk->bn", centred, vh).view(s.probe.shape[0], 1, *seen[-1].shape[-2:])
     size = tuple(s.probe.shape[-2:])
-    plus = _minmax(F.interpolate(torch.relu(proj), size=size, mode="bilinear", align_corners=False)[:, 0])
-    minus = _minmax(F.interpolate(torch.relu(-proj), size=size, mode="bilinear", align_corners=False)[:, 0])
-    ours_n, peer_n = _minmax(ours_map.float()), _minmax(_as_tensor(peer_map).float())
+    plus = normalize_maps(F.interpolate(torch.relu(proj), size=size, mode="bilinear", align_corners=False)[:, 0])
+    minus = normalize_maps(F.interpolate(torch.relu(-proj), size=size, mode="bilinear", align_corners=False)[:, 0])
+    ours_n, peer_n = normalize_maps(ours_map.float()), normalize_maps(_as_tensor(peer_map).float())
 
     def per_image(a: Tensor, b: Tensor) -> Tensor:
         return (a - b).abs().flatten(1).amax(1)
