@@ -308,11 +308,8 @@ class ErrorAttribution(ViewCallback):
 
     def pair_maps(self, pl_module: pl.LightningModule, images: Tensor, predicted: Tensor, true: Tensor) -> Tensor:
         """Maps ``[n, 2, H, W]``: for the predicted class, then the true class, from one pass over ``[x; x]``."""
-        # Clone outside inference mode: under trainer.validate() these tensors are inference tensors, which autograd
-        # cannot save (the class indices are saved by the gather of the target scores).
-        with torch.inference_mode(False):
-            targets = torch.cat([predicted, true]).to(images.device).clone()
-            doubled = torch.cat([images, images]).clone()
+        targets = torch.cat([predicted, true]).to(images.device)
+        doubled = torch.cat([images, images])
         with preserve_model_state(pl_module):
             out = explain(
                 pl_module,

@@ -84,15 +84,15 @@ def layer_gradients(
     """
     inputs = check_inputs(inputs)
     name, module = resolve_layer(model, layer)
-    classes = class_indices(targets, inputs.shape[0], inputs.device)
     chunks = []
     with grad_context(inputs.device):
+        classes = class_indices(targets, inputs.shape[0], inputs.device)  # copied there if made in inference mode
         for start in range(0, inputs.shape[0], batch_size):
             x = inputs[start : start + batch_size].detach().clone().to(model_dtype(model))
             with record_layer(module, name, protect_from_inplace=True) as rec:
                 logits = logits_from_output(model(x), output_transform)
             act = _recorded(rec.outputs, name)
-            index = classes[start : start + batch_size].clone()  # a normal tensor, also under inference mode
+            index = classes[start : start + batch_size]
             if int(index.max()) >= logits.shape[1] or int(index.min()) < 0:
                 raise ValueError(f"class indices {index.tolist()} out of range for {logits.shape[1]} model outputs.")
             score = logits.gather(1, index[:, None]).sum()
