@@ -96,11 +96,11 @@ from lightning_explain.functional import (
     explain,
     gradient_x_input,
     integrated_gradients,
+    normalize_maps,
     occlusion,
     score_cam,
     smooth_grad,
 )
-from lightning_explain.functional._common import normalize_maps
 
 LAYER = "layer4"
 SEED = 0

@@ -63,7 +63,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
-from lightning_explain.functional import explain
+from lightning_explain.functional import ExplainResult, explain
 
 GOAL = 1.15
 LAYER = "layer4"
@@ -111,7 +111,7 @@ def bare_minimum(s: Setup) -> Tensor:
     return grad
 
 
-def ours(s: Setup) -> dict[str, Tensor]:
+def ours(s: Setup) -> ExplainResult:
     return explain(s.model, s.probe, LAYER, methods=METHODS)
 
 
@@ -183,10 +183,10 @@ def check_agreement(s: Setup) -> bool:
         diff = (_minmax(a.float()) - _minmax(b.float())).abs().max().item()
         ok &= diff < 1e-3
         print(f"  {label:<44} {diff:.2e}")
-    same_channels = torch.equal(mine["activation_channels"], theirs["activation_channels"])
+    same_channels = torch.equal(mine.activation_channels, theirs["activation_channels"])
     ok &= same_channels
     print(f"  {'activation channels identical':<44} {same_channels}")
-    print(f"  {'predicted classes':<44} {mine['targets'].tolist()}")
+    print(f"  {'predicted classes':<44} {mine.targets.tolist()}")
     if not ok:
         print("  WARNING: the maps differ; the timing comparison below is not apples to apples.")
     return ok

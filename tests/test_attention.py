@@ -18,16 +18,17 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from lightning_explain.functional._common import normalize_maps, upsample_maps
-from lightning_explain.functional.attention import (
+from lightning_explain.functional import (
     ViTLayout,
     attention_rollout,
     capture_attention,
     cls_attention,
     default_token_layer,
     grad_rollout,
+    normalize_maps,
     token_grad_cam,
     tokens_to_grid,
+    upsample_maps,
     vit_attention,
     vit_grad_rollout,
     vit_layout,

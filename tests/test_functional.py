@@ -93,8 +93,8 @@ def test_explain_is_one_forward_and_agrees_with_single_method_calls(resnet):
     torch.testing.assert_close(out["saliency"], saliency(resnet, x))
     maps, channels = channel_activations(resnet, x, "layer4", top_k=3)
     torch.testing.assert_close(out["activations"], maps)
-    assert torch.equal(out["activation_channels"], channels)
-    assert torch.equal(out["targets"], resnet(x).argmax(1))
+    assert torch.equal(out.activation_channels, channels)
+    assert torch.equal(out.targets, resnet(x).argmax(1))
 
 
 def test_explain_calls_autograd_grad_once(resnet, monkeypatch):

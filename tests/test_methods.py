@@ -19,8 +19,8 @@ from lightning_explain.functional import (
     score_cam,
     smooth_grad,
 )
-from lightning_explain.functional._common import TargetSpec
 from lightning_explain.functional.perturbation import score_cam_map
+from lightning_explain.functional.targets import TargetSpec
 
 captum_attr = pytest.importorskip("captum.attr")
 pgc = pytest.importorskip("pytorch_grad_cam")

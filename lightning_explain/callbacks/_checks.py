@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
-from lightning_explain.functional._common import check_inputs
+from lightning_explain.functional.context import check_inputs
 from lightning_explain.render import valid_colormap
 
 __all__ = ["check_display", "check_positive_int", "check_probe_args", "fail_softly"]

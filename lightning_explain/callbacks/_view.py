@@ -17,7 +17,7 @@ from torch import Tensor
 
 from lightning_explain.callbacks._checks import check_display, check_positive_int, check_probe_args, fail_softly
 from lightning_explain.distributed import check_sharded, start_together
-from lightning_explain.functional._common import check_inputs
+from lightning_explain.functional.context import check_inputs
 from lightning_explain.probe import BatchUnpacker, Probe, first_val_loader, probe_from_dataloader
 from lightning_explain.sinks import ImageSink
 

@@ -14,8 +14,7 @@ from torch import Tensor
 from lightning_explain.callbacks._checks import check_positive_int
 from lightning_explain.callbacks._view import ViewCallback
 from lightning_explain.capture import preserve_model_state, preserve_rng, resolve_layer
-from lightning_explain.functional._common import logits_from_output
-from lightning_explain.functional.gradients import (
+from lightning_explain.functional import (
     ATTENTION_METHODS,
     LAYER_METHODS,
     METHODS,
@@ -23,6 +22,7 @@ from lightning_explain.functional.gradients import (
     default_layer,
     explain,
 )
+from lightning_explain.functional.targets import logits_from_output
 from lightning_explain.probe import unpack_batch
 from lightning_explain.render import explanation_grid, to_display
 

@@ -21,8 +21,7 @@ from torch import Tensor, nn
 from lightning_explain.callbacks._checks import check_display, check_positive_int, check_probe_args, fail_softly
 from lightning_explain.capture import preserve_model_state, resolve_layer
 from lightning_explain.distributed import check_sharded, start_together
-from lightning_explain.functional._common import OutputTransform, check_inputs
-from lightning_explain.functional.gradients import (
+from lightning_explain.functional import (
     DEFAULT_METHODS,
     EXPENSIVE_METHODS,
     LAYER_METHODS,
@@ -32,6 +31,8 @@ from lightning_explain.functional.gradients import (
     default_layer,
     explain,
 )
+from lightning_explain.functional.context import check_inputs
+from lightning_explain.functional.targets import OutputTransform
 from lightning_explain.monitor import MapMetrics, summarize
 from lightning_explain.probe import (
     BatchUnpacker,
@@ -359,7 +360,7 @@ class ExplainCallback(Callback):
             assert self._probe.labels is not None
             targets = self._probe.labels[:limit].to(pl_module.device)
         with preserve_model_state(pl_module):
-            return explain(
+            result = explain(
                 pl_module,
                 images,
                 self._layer_name,
@@ -369,6 +370,14 @@ class ExplainCallback(Callback):
                 output_transform=self.output_transform,
                 options={m: o for m, o in self._fn_options.items() if m in methods},
             )
+        extra = {
+            "logits": result.logits,
+            "targets": result.targets,
+            "activation_channels": result.activation_channels,
+            "attention_heads": result.attention_heads,
+            "attention_layers": result.attention_layers,
+        }
+        return {**result.maps, **{k: v for k, v in extra.items() if v is not None}}
 
     def _due(self, trainer: pl.Trainer) -> dict[int | None, list[str]]:
         """Methods due this epoch, grouped by how many probe images they explain (one ``explain`` call each)."""

@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from lightning_explain.callbacks._checks import check_positive_int
 from lightning_explain.callbacks._view import ViewCallback
 from lightning_explain.capture import default_conv_layer, preserve_model_state, record_layer, resolve_layer
-from lightning_explain.functional._common import grad_context, model_dtype, normalize_maps
+from lightning_explain.functional.context import grad_context, model_dtype
+from lightning_explain.functional.maps import normalize_maps
 from lightning_explain.render import colorize, compose_grid, to_display
 
 __all__ = ["FeatureMaps", "feature_maps"]

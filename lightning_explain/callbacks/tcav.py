@@ -15,7 +15,8 @@ from torch.utils.data.dataloader import default_collate
 from lightning_explain.callbacks._checks import check_positive_int
 from lightning_explain.callbacks._view import ViewCallback
 from lightning_explain.capture import preserve_model_state, preserve_rng, resolve_layer
-from lightning_explain.functional._common import check_inputs, logits_from_output
+from lightning_explain.functional.context import check_inputs
+from lightning_explain.functional.targets import logits_from_output
 from lightning_explain.functional.tcav import TCAVScores, tcav
 from lightning_explain.probe import first_val_loader, probe_from_dataset, unpack_batch
 

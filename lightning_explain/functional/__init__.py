@@ -1,39 +1,34 @@
 """Pure tensor functions behind the callbacks. Nothing here imports Lightning.
 
+How the files divide the work, in the order data flows through them:
+
+- ``registry``: the method names, their groups and options; ``target_layer``: the default layer;
+  ``vit_layouts``: where a ViT keeps its tokens.
+- ``targets``: logits and the score explained per image; ``context``: how a pass runs (grad on, autocast off).
+- ``hooked_pass``: the ONE hooked forward + ``autograd.grad`` that every gradient method uses.
+- ``engine``: :func:`explain`, every map from one pass; ``cams`` (CAM weightings), ``rollout`` (attention
+  math), ``input_gradients`` (SmoothGrad, Integrated Gradients) and ``perturbation`` (Score-CAM, Occlusion)
+  hold each family's math; ``maps``: upsample and normalise.
+- ``methods`` and ``vit``: one public function per method.
+- ``metrics`` (focus and drift numbers), ``tcav`` (concept sensitivity), ``inversion`` (feature inversion).
+
 Example:
     >>> import torch, torchvision
     >>> from lightning_explain.functional import explain
     >>> model = torchvision.models.resnet18(num_classes=10).eval()
     >>> maps = explain(model, torch.rand(2, 3, 64, 64), "layer4")
-    >>> sorted(k for k in maps if k in ("gradcam", "saliency", "activations"))
-    ['activations', 'gradcam', 'saliency']
+    >>> list(maps), maps.logits.shape
+    (['gradcam', 'saliency', 'activations'], torch.Size([2, 10]))
 """
 
-from lightning_explain.functional._common import normalize_maps, upsample_maps
-from lightning_explain.functional.attention import (
-    ViTLayout,
-    attention_rollout,
-    capture_attention,
-    cls_attention,
-    default_token_layer,
-    grad_rollout,
-    token_grad_cam,
-    tokens_to_grid,
-    vit_attention,
-    vit_grad_rollout,
-    vit_layout,
-    vit_rollout,
-)
-from lightning_explain.functional.gradients import (
-    ATTENTION_METHODS,
-    DEFAULT_METHODS,
-    EXPENSIVE_METHODS,
-    METHOD_OPTIONS,
-    METHODS,
+from lightning_explain.capture import capture_attention
+from lightning_explain.functional.engine import ExplainResult, explain
+from lightning_explain.functional.hooked_pass import PassResult, hooked_pass
+from lightning_explain.functional.inversion import InversionResult, invert_features, total_variation
+from lightning_explain.functional.maps import normalize_maps, upsample_maps
+from lightning_explain.functional.methods import (
     channel_activations,
-    default_layer,
     eigen_cam,
-    explain,
     grad_cam,
     grad_cam_plus_plus,
     gradient_x_input,
@@ -46,7 +41,18 @@ from lightning_explain.functional.gradients import (
     smooth_grad,
     xgrad_cam,
 )
-from lightning_explain.functional.inversion import InversionResult, invert_features, total_variation
+from lightning_explain.functional.registry import (
+    ATTENTION_METHODS,
+    DEFAULT_METHODS,
+    EXPENSIVE_METHODS,
+    LAYER_METHODS,
+    METHOD_OPTIONS,
+    METHODS,
+    canonical_methods,
+    check_options,
+)
+from lightning_explain.functional.rollout import attention_rollout, cls_attention, grad_rollout
+from lightning_explain.functional.target_layer import default_layer
 from lightning_explain.functional.tcav import (
     TCAVScores,
     directional_derivatives,
@@ -57,19 +63,26 @@ from lightning_explain.functional.tcav import (
     tcav,
     tcav_score,
 )
+from lightning_explain.functional.vit import token_grad_cam, vit_attention, vit_grad_rollout, vit_rollout
+from lightning_explain.functional.vit_layouts import ViTLayout, default_token_layer, tokens_to_grid, vit_layout
 
 __all__ = [
     "ATTENTION_METHODS",
     "DEFAULT_METHODS",
     "EXPENSIVE_METHODS",
+    "LAYER_METHODS",
     "METHODS",
     "METHOD_OPTIONS",
+    "ExplainResult",
     "InversionResult",
+    "PassResult",
     "TCAVScores",
     "ViTLayout",
     "attention_rollout",
+    "canonical_methods",
     "capture_attention",
     "channel_activations",
+    "check_options",
     "cls_attention",
     "default_layer",
     "default_token_layer",
@@ -82,6 +95,7 @@ __all__ = [
     "grad_rollout",
     "gradient_x_input",
     "hires_cam",
+    "hooked_pass",
     "integrated_gradients",
     "invert_features",
     "layer_activations",

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_explain.capture import StopForward, preserve_model_state, record_layer, resolve_layer, stop_after
-from lightning_explain.functional._common import check_inputs, grad_context, model_dtype
+from lightning_explain.functional.context import check_inputs, grad_context, model_dtype
 
 __all__ = ["InversionResult", "invert_features", "total_variation"]
 

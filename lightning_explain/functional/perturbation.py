@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_explain.functional._common import OutputTransform, TargetSpec, logits_from_output, model_dtype
+from lightning_explain.functional.context import model_dtype
+from lightning_explain.functional.targets import OutputTransform, TargetSpec, logits_from_output
 
 __all__ = ["PRECISIONS", "Precision", "occlusion_map", "score_cam_map"]
 

@@ -28,14 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from lightning_explain.capture import StopForward, record_layer, resolve_layer, stop_after
-from lightning_explain.functional._common import (
-    OutputTransform,
-    check_inputs,
-    class_indices,
-    grad_context,
-    logits_from_output,
-    model_dtype,
-)
+from lightning_explain.functional.context import check_inputs, grad_context, model_dtype
+from lightning_explain.functional.hooked_pass import hooked_pass
+from lightning_explain.functional.targets import OutputTransform, class_indices
 
 __all__ = [
     "TCAVScores",
@@ -65,7 +60,7 @@ def layer_activations(model: nn.Module, inputs: Tensor, layer: str | nn.Module, 
                 suppress(StopForward),
             ):
                 model(inputs[start : start + batch_size].to(model_dtype(model)))  # stops after the layer
-            chunks.append(_recorded(rec.outputs, name).detach().float().flatten(1))
+            chunks.append(rec.last_tensor().detach().float().flatten(1))
     return torch.cat(chunks)
 
 
@@ -83,29 +78,21 @@ def layer_gradients(
     One hooked forward and one ``torch.autograd.grad`` per batch; ``param.grad`` is never touched.
     """
     inputs = check_inputs(inputs)
-    name, module = resolve_layer(model, layer)
+    resolved = resolve_layer(model, layer)
+    classes = class_indices(targets, inputs.shape[0], inputs.device)
     chunks = []
-    with grad_context(inputs.device):
-        classes = class_indices(targets, inputs.shape[0], inputs.device)  # copied there if made in inference mode
-        for start in range(0, inputs.shape[0], batch_size):
-            x = inputs[start : start + batch_size].detach().clone().to(model_dtype(model))
-            with record_layer(module, name, protect_from_inplace=True) as rec:
-                logits = logits_from_output(model(x), output_transform)
-            act = _recorded(rec.outputs, name)
-            index = classes[start : start + batch_size]
-            if int(index.max()) >= logits.shape[1] or int(index.min()) < 0:
-                raise ValueError(f"class indices {index.tolist()} out of range for {logits.shape[1]} model outputs.")
-            score = logits.gather(1, index[:, None]).sum()
-            (grad,) = torch.autograd.grad(score, [act], allow_unused=True)
-            chunks.append(torch.zeros_like(act).flatten(1) if grad is None else grad.detach().float().flatten(1))
+    for start in range(0, inputs.shape[0], batch_size):
+        grad = hooked_pass(
+            model,
+            inputs[start : start + batch_size],
+            classes[start : start + batch_size],
+            layer=resolved,
+            grad_layer=True,
+            output_transform=output_transform,
+        ).layer_grad
+        assert grad is not None
+        chunks.append(grad.float().flatten(1))
     return torch.cat(chunks)
-
-
-def _recorded(outputs: list[object], name: str) -> Tensor:
-    if not outputs or not isinstance(outputs[-1], Tensor):
-        raise ValueError(f"layer {name!r} was not called, or does not return a tensor, in the model's forward().")
-    out: Tensor = outputs[-1]
-    return out
 
 
 def fit_cav(

@@ -1,7 +1,8 @@
-"""Gradient methods that need many passes: SmoothGrad and Integrated Gradients.
+"""Input-gradient methods that need many passes: SmoothGrad and Integrated Gradients.
 
-Both use ``torch.autograd.grad`` (``param.grad`` is never touched) in internal batches of at most
-``internal_batch_size`` perturbed images, so memory stays bounded whatever the number of samples or steps.
+Both take the input gradient of each internal batch of at most ``internal_batch_size`` perturbed images from one
+:func:`~lightning_explain.functional.hooked_pass.hooked_pass` (``torch.autograd.grad``: ``param.grad`` is never
+touched), so memory stays bounded whatever the number of samples or steps.
 
 - SmoothGrad (Smilkov et al. 2017): the mean of ``|dS/dx|`` over ``samples`` noisy copies
   ``x + N(0, sigma^2)``, ``sigma = noise_level * (max(x) - min(x))`` per image (or explicit ``noise``).
@@ -16,7 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lightning_explain.functional._common import OutputTransform, TargetSpec, logits_from_output, model_dtype
+from lightning_explain.functional.context import model_dtype
+from lightning_explain.functional.hooked_pass import hooked_pass
+from lightning_explain.functional.targets import OutputTransform, TargetSpec, logits_from_output
 
 __all__ = ["IG_METHODS", "integrated_gradients_attr", "quadrature", "smooth_grad_attr"]
 
@@ -44,11 +47,10 @@ def quadrature(method: str, steps: int) -> tuple[list[float], list[float]]:
 
 def _input_gradients(
     model: nn.Module, batch: Tensor, spec: TargetSpec, rows: Tensor, output_transform: OutputTransform
-) -> tuple[Tensor, Tensor]:
-    x = batch.detach().requires_grad_(True)
-    scores = spec.scores(logits_from_output(model(x), output_transform).float(), rows)
-    (grad,) = torch.autograd.grad(scores.sum(), x)
-    return grad.float(), scores.detach()
+) -> Tensor:
+    grad = hooked_pass(model, batch, spec, rows=rows, grad_input=True, output_transform=output_transform).input_grad
+    assert grad is not None
+    return grad.float()
 
 
 def smooth_grad_attr(
@@ -65,7 +67,7 @@ def smooth_grad_attr(
 ) -> Tensor:
     """Mean ``|dS/dx|`` over noisy copies, ``[B, C, H, W]``; ``noise`` (``[samples, B, C, H, W]``) overrides.
 
-    Must run with gradients enabled (see :func:`lightning_explain.functional._common.grad_context`).
+    Must run with gradients enabled (see :func:`lightning_explain.functional.context.grad_context`).
     """
     batch = inputs.shape[0]
     if noise is None:
@@ -82,9 +84,7 @@ def smooth_grad_attr(
     total = torch.zeros(inputs.shape, device=inputs.device)
     chunk = max(1, internal_batch_size)
     for start in range(0, flat.shape[0], chunk):
-        grad, _ = _input_gradients(
-            model, flat[start : start + chunk], spec, rows[start : start + chunk], output_transform
-        )
+        grad = _input_gradients(model, flat[start : start + chunk], spec, rows[start : start + chunk], output_transform)
         total.index_add_(0, rows[start : start + chunk], grad.abs())
     return total / noise.shape[0]
 
@@ -123,7 +123,7 @@ def integrated_gradients_attr(
         rows = rows_all[start : start + chunk]
         a = alpha_rows[start : start + chunk].view(-1, 1, 1, 1)
         points = (x0[rows] + a * diff[rows]).to(dtype)
-        grad, _ = _input_gradients(model, points, spec, rows, output_transform)
+        grad = _input_gradients(model, points, spec, rows, output_transform)
         total.index_add_(0, rows, grad * weight_rows[start : start + chunk].view(-1, 1, 1, 1))
     attributions = diff * total
     if not with_delta:

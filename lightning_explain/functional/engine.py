@@ -1,0 +1,273 @@
+"""The engine: every requested map from ONE hooked pass, plus the multi-pass methods after it.
+
+:func:`explain` asks :func:`~lightning_explain.functional.hooked_pass.hooked_pass` once for everything the
+one-pass methods need (the layer's output and gradient, the input gradient, the attention weights and their
+gradients) and turns the result into maps: the CAM family, saliency, gradient x input, channel activations and the
+attention maps. Score-CAM, SmoothGrad, Integrated Gradients and Occlusion then add their own batched passes. Maps
+are computed in fp32 with autocast off, also inside ``torch.inference_mode()``; ``param.grad`` is never touched.
+No Lightning import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_explain.capture import LayerRecording, resolve_layer
+from lightning_explain.functional.cams import GRADIENT_CAMS, cam_from_gradients, eigen_projection
+from lightning_explain.functional.context import check_inputs, grad_context
+from lightning_explain.functional.hooked_pass import hooked_pass
+from lightning_explain.functional.input_gradients import integrated_gradients_attr, smooth_grad_attr
+from lightning_explain.functional.maps import normalize_maps, upsample_maps
+from lightning_explain.functional.perturbation import occlusion_map, score_cam_map
+from lightning_explain.functional.registry import (
+    ATTENTION_METHODS,
+    DEFAULT_METHODS,
+    EXPENSIVE_METHODS,
+    INPUT_GRAD_METHODS,
+    LAYER_METHODS,
+    canonical_methods,
+    check_options,
+)
+from lightning_explain.functional.rollout import attention_rollout, cls_attention, grad_rollout
+from lightning_explain.functional.target_layer import default_layer
+from lightning_explain.functional.targets import OutputTransform, Targets, TargetSpec
+from lightning_explain.functional.vit_layouts import ViTLayout, find_vit_layout, tokens_to_grid
+
+__all__ = ["ExplainResult", "explain"]
+
+
+@dataclass(frozen=True)
+class ExplainResult(Mapping[str, Tensor]):
+    """What :func:`explain` returns: one map per method, and what was explained.
+
+    A read-only mapping from method name to map (``result["gradcam"]``, ``"saliency" in result``, ``list(result)``
+    gives the methods in the order asked for), with the rest as attributes. Every tensor is fp32 (indices long) and
+    detached.
+
+    Attributes:
+        maps: per method, ``[B, H, W]``; ``activations`` is ``[B, k, H, W]`` (the ``top_k`` channels).
+        logits: ``[B, C]`` of the one pass.
+        targets: ``[B]`` the class explained per image (-1 where a targets callable chose the score).
+        activation_channels: ``[B, k]`` channel indices of ``activations`` (None without that method).
+        attention_heads: ``[B, heads, H, W]`` class-token attention of each head of the chosen layer (with
+            ``attention``).
+        attention_layers: ``[B, L, H, W]`` head-averaged class-token attention of every layer (with ``attention``).
+    """
+
+    maps: dict[str, Tensor]
+    logits: Tensor
+    targets: Tensor
+    activation_channels: Tensor | None = None
+    attention_heads: Tensor | None = field(default=None)
+    attention_layers: Tensor | None = field(default=None)
+
+    def __getitem__(self, method: str) -> Tensor:
+        return self.maps[method]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.maps)
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+
+def _finish(maps: Tensor, size: tuple[int, int], upsample: bool, normalize: bool) -> Tensor:
+    if upsample:
+        maps = upsample_maps(maps, size)
+    return normalize_maps(maps) if normalize else maps
+
+
+def explain(
+    model: nn.Module,
+    inputs: Tensor,
+    layer: str | nn.Module | None = None,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    targets: Targets = None,
+    *,
+    top_k: int = 3,
+    upsample: bool = True,
+    normalize: bool = True,
+    output_transform: OutputTransform = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> ExplainResult:
+    """Compute every requested map; the one-pass methods share ONE forward and ONE ``autograd.grad`` call.
+
+    Args:
+        model: the classifier. Its train/eval mode is left as it is (the callback puts it in eval).
+        inputs: floating-point images ``[B, C, H, W]``.
+        layer: dotted module name or module for the CAMs and activations; None picks :func:`default_layer` (the
+            last ``Conv2d``, or for a ViT the output of the second-to-last block). Token layers ``[B, T, C]`` of a
+            ViT are reshaped to the patch grid (prefix tokens dropped).
+        methods: any of :data:`METHODS`: ``gradcam``, ``gradcampp`` (alias ``gradcam++``), ``xgradcam``,
+            ``layercam``, ``hirescam``, ``eigencam``, ``scorecam``, ``saliency``, ``gradxinput``,
+            ``smoothgrad``, ``integrated_gradients``, ``occlusion``, ``activations``, and for vision
+            transformers ``attention`` (class-token attention of ``options["attention"]["layer"]``, default the
+            last), ``rollout`` and ``grad_rollout``.
+        targets: None (predicted class), an int, a tensor of one class index per sample, or a callable from
+            logits ``[B, C]`` to per-sample scores ``[B]``.
+        top_k: channels per image for ``"activations"``.
+        upsample: resize layer-resolution maps to the input's ``H x W`` (bilinear).
+        normalize: min-max normalise each map to [0, 1] (constant maps become zeros).
+        output_transform: maps the model's output to ``[B, C]`` logits when it is not already a tensor.
+        options: per expensive method, see :data:`METHOD_OPTIONS`, e.g.
+            ``{"smoothgrad": {"samples": 8}, "occlusion": {"window": (8, 8), "stride": (4, 4)}}``.
+
+    Returns:
+        An :class:`ExplainResult`: ``result[method]`` is the ``[B, H, W]`` map of each method (``activations``:
+        ``[B, k, H, W]``), and ``result.logits`` ``[B, C]``, ``result.targets`` ``[B]`` (the class explained; -1
+        for a callable), ``result.activation_channels`` ``[B, k]`` (with ``activations``),
+        ``result.attention_heads`` and ``result.attention_layers`` (with ``attention``). All fp32 and detached.
+
+    Example:
+        >>> import torch, torchvision
+        >>> model = torchvision.models.resnet18(num_classes=10).eval()
+        >>> out = explain(model, torch.rand(2, 3, 64, 64), "layer4")
+        >>> out["gradcam"].shape, out["activations"].shape, out.activation_channels.shape
+        (torch.Size([2, 64, 64]), torch.Size([2, 3, 64, 64]), torch.Size([2, 3]))
+    """
+    wanted = canonical_methods(methods)
+    opts = check_options(options)
+    inputs = check_inputs(inputs)
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}.")
+    need_layer = bool(LAYER_METHODS.intersection(wanted))
+    attention_wanted = [m for m in ATTENTION_METHODS if m in wanted]
+    layout = find_vit_layout(model) if attention_wanted or need_layer else None
+    if attention_wanted and layout is None:
+        raise ValueError(
+            f"{attention_wanted} read a vision transformer's attention; {type(model).__name__} is not a supported "
+            "ViT (torchvision VisionTransformer, timm VisionTransformer family, Hugging Face ViT)."
+        )
+    resolved = resolve_layer(model, default_layer(model) if layer is None else layer) if need_layer else None
+    tokens = layout is not None
+
+    def read_layer(recording: LayerRecording) -> Tensor:
+        return recording.feature_map(tokens=tokens)
+
+    def as_grid(t: Tensor) -> Tensor:
+        return tokens_to_grid(t, layout) if t.ndim == 3 and layout is not None else t
+
+    passed = hooked_pass(
+        model,
+        inputs,
+        targets,
+        layer=resolved,
+        read_layer=read_layer,
+        attention=layout if attention_wanted else None,
+        grad_layer=bool(set(GRADIENT_CAMS).intersection(wanted)),
+        grad_input=bool(INPUT_GRAD_METHODS.intersection(wanted)),
+        grad_attention="grad_rollout" in wanted,
+        output_transform=output_transform,
+    )
+    size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+    maps: dict[str, Tensor] = {}
+    extra: dict[str, Tensor] = {}
+    act = as_grid(passed.activation).float() if passed.activation is not None else None
+    if passed.layer_grad is not None:
+        assert act is not None
+        layer_grad = as_grid(passed.layer_grad).float()
+        for method in (m for m in wanted if m in GRADIENT_CAMS):
+            maps[method] = _finish(cam_from_gradients(method, act, layer_grad), size, upsample, normalize)
+    if passed.input_grad is not None:
+        grad_x = passed.input_grad.float()
+        if "saliency" in wanted:
+            maps["saliency"] = _finish(grad_x.abs().amax(dim=1), size, False, normalize)
+        if "gradxinput" in wanted:
+            maps["gradxinput"] = _finish((grad_x * passed.inputs.float()).sum(dim=1).abs(), size, False, normalize)
+    if attention_wanted:
+        assert layout is not None
+        extra.update(_attention_maps(passed.attentions, passed.attention_grads, layout, wanted, opts, maps))
+        maps.update({k: _finish(v, size, upsample, normalize) for k, v in maps.items() if k in ATTENTION_METHODS})
+        extra = {k: _finish(v, size, upsample, normalize) for k, v in extra.items()}
+    if "eigencam" in wanted:
+        assert act is not None
+        maps["eigencam"] = _finish(torch.relu(eigen_projection(act)), size, upsample, normalize)
+    if "activations" in wanted:
+        assert act is not None
+        k = min(top_k, act.shape[1])
+        channels = act.mean(dim=(2, 3)).topk(k, dim=1).indices
+        chosen = act.gather(1, channels[:, :, None, None].expand(-1, -1, *act.shape[2:]))
+        maps["activations"] = _finish(chosen, size, upsample, normalize)
+        extra["activation_channels"] = channels
+    if set(EXPENSIVE_METHODS).intersection(wanted):
+        spec = TargetSpec(None, targets) if callable(targets) and not isinstance(targets, Tensor) else None
+        spec = spec or TargetSpec(passed.classes)
+        with grad_context(inputs.device):
+            for method, raw in _expensive(model, passed.inputs, act, spec, wanted, opts, output_transform).items():
+                at_layer = method == "scorecam"
+                maps[method] = _finish(raw, size, upsample and at_layer, normalize)
+    return ExplainResult(
+        maps={m: maps[m] for m in wanted if m in maps},
+        logits=passed.logits,
+        targets=passed.classes,
+        activation_channels=extra.get("activation_channels"),
+        attention_heads=extra.get("attention_heads"),
+        attention_layers=extra.get("attention_layers"),
+    )
+
+
+def _attention_maps(
+    attentions: list[Tensor],
+    attention_grads: list[Tensor],
+    layout: ViTLayout,
+    wanted: tuple[str, ...],
+    opts: dict[str, dict[str, Any]],
+    maps: dict[str, Tensor],
+) -> dict[str, Tensor]:
+    """Adds the attention methods' grid maps to ``maps``; returns the per-head and per-layer views."""
+    weights = [a.float() for a in attentions]
+    extra: dict[str, Tensor] = {}
+    if "attention" in wanted:
+        index = int(opts.get("attention", {}).get("layer", -1))
+        if not -len(weights) <= index < len(weights):
+            raise ValueError(f"options['attention']['layer']={index} is out of range for {len(weights)} layers.")
+        heads = cls_attention(weights[index], layout)
+        maps["attention"] = heads.mean(dim=1)
+        extra["attention_heads"] = heads
+        extra["attention_layers"] = torch.stack([cls_attention(w, layout).mean(dim=1) for w in weights], dim=1)
+    if "rollout" in wanted:
+        maps["rollout"] = attention_rollout(weights, layout, **opts.get("rollout", {}))
+    if "grad_rollout" in wanted:
+        maps["grad_rollout"] = grad_rollout(weights, [g.float() for g in attention_grads], layout)
+    return extra
+
+
+def _expensive(
+    model: nn.Module,
+    x: Tensor,
+    act: Tensor | None,
+    spec: TargetSpec,
+    wanted: tuple[str, ...],
+    opts: dict[str, dict[str, Any]],
+    output_transform: OutputTransform,
+) -> dict[str, Tensor]:
+    """The raw maps of the multi-pass methods: Score-CAM at the layer's resolution, the others per pixel."""
+    raw: dict[str, Tensor] = {}
+    if "scorecam" in wanted:
+        assert act is not None
+        raw["scorecam"] = score_cam_map(
+            model, x, act, spec, output_transform=output_transform, **opts.get("scorecam", {})
+        )
+    if "smoothgrad" in wanted:
+        sg_opts = dict(opts.get("smoothgrad", {}))
+        generator = torch.Generator().manual_seed(int(sg_opts.pop("seed", 0)))
+        attr = smooth_grad_attr(model, x, spec, generator=generator, output_transform=output_transform, **sg_opts)
+        raw["smoothgrad"] = attr.amax(dim=1)
+    if "integrated_gradients" in wanted:
+        attr, _ = integrated_gradients_attr(
+            model, x, spec, output_transform=output_transform, with_delta=False, **opts.get("integrated_gradients", {})
+        )
+        raw["integrated_gradients"] = attr.sum(dim=1).abs()
+    if "occlusion" in wanted:
+        occ_opts = dict(opts.get("occlusion", {}))
+        for key in ("window", "stride"):
+            if key in occ_opts:
+                value = occ_opts[key]
+                occ_opts[key] = (int(value), int(value)) if isinstance(value, int) else tuple(int(v) for v in value)
+        raw["occlusion"] = torch.relu(occlusion_map(model, x, spec, output_transform=output_transform, **occ_opts))
+    return raw

@@ -1,0 +1,143 @@
+"""The hooked pass: ONE forward with hooks, the target scores, ONE ``torch.autograd.grad`` call.
+
+Every method that needs a layer's output, a gradient or the attention weights gets them from
+:func:`hooked_pass` (as captum's layer methods get theirs from one ``compute_layer_gradients_and_eval``): the
+CAM family, saliency and gradient x input, SmoothGrad and Integrated Gradients (per internal batch), gradient-
+weighted rollout, token Grad-CAM and TCAV's layer gradients. Each method only says what it does with the result.
+
+What the pass guarantees: the input is cloned inside ``inference_mode(False)`` (tensors made under inference mode
+cannot be saved for backward) and set to ``requires_grad`` (a frozen backbone still gets a graph); gradients come
+from ``torch.autograd.grad``, never ``.backward()``, so ``param.grad`` is untouched; hooks live for this pass only;
+autocast and ``torch.compile`` are off, so the pass runs eagerly in the model's own dtype. No Lightning import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from lightning_explain.capture import LayerRecording, capture_attention, record_layer
+from lightning_explain.functional.context import grad_context, model_dtype
+from lightning_explain.functional.targets import OutputTransform, Targets, TargetSpec, logits_from_output, select_scores
+from lightning_explain.functional.vit_layouts import ViTLayout
+
+__all__ = ["PassResult", "hooked_pass"]
+
+#: Reads the recorded layer output after the forward (and checks its shape).
+LayerReader = Callable[[LayerRecording], Tensor]
+
+
+@dataclass
+class PassResult:
+    """What one hooked pass saw. Every tensor is detached; gradients are zeros where the score does not depend on
+    the tensor (never None).
+
+    Attributes:
+        inputs: the images as fed to the model (a detached clone, in the model's dtype).
+        logits: ``[B, C]`` fp32.
+        classes: ``[B]`` the class explained per row (-1 where a targets callable chose the score).
+        activation: the layer's output in its own layout (e.g. ``[B, C, H, W]`` or ``[B, T, C]``), when a layer
+            was hooked.
+        layer_grad: ``dS/d activation``, same shape, with ``grad_layer``.
+        input_grad: ``dS/d inputs``, same shape as ``inputs``, with ``grad_input``.
+        attentions: each captured layer's attention ``[B, heads, T, T]``, with an ``attention`` layout.
+        attention_grads: ``dS/dA`` per captured layer, with ``grad_attention``.
+    """
+
+    inputs: Tensor
+    logits: Tensor
+    classes: Tensor
+    activation: Tensor | None = None
+    layer_grad: Tensor | None = None
+    input_grad: Tensor | None = None
+    attentions: list[Tensor] = field(default_factory=list)
+    attention_grads: list[Tensor] = field(default_factory=list)
+
+
+def hooked_pass(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Targets | TargetSpec = None,
+    *,
+    layer: tuple[str, nn.Module] | None = None,
+    read_layer: LayerReader = LayerRecording.last_tensor,
+    attention: ViTLayout | None = None,
+    grad_layer: bool = False,
+    grad_input: bool = False,
+    grad_attention: bool = False,
+    rows: Tensor | None = None,
+    output_transform: OutputTransform = None,
+) -> PassResult:
+    """One forward pass of ``inputs`` with the requested hooks, then one ``autograd.grad`` of the summed scores.
+
+    Args:
+        model: any module returning logits (or an output ``output_transform`` maps to ``[B, C]`` logits). Its
+            train/eval mode is left as it is.
+        inputs: ``[B, C, H, W]`` images (any float dtype; cast to the model's).
+        targets: what to explain per row (:data:`~lightning_explain.functional.targets.Targets`), or a
+            :class:`~lightning_explain.functional.targets.TargetSpec` with ``rows`` for batched perturbations.
+        layer: ``(name, module)`` to record (from :func:`lightning_explain.capture.resolve_layer`).
+        read_layer: how the recorded output is read and checked; the default takes the last call's tensor.
+        attention: a ViT layout: record every block's attention weights.
+        grad_layer: differentiate with respect to the layer's output.
+        grad_input: differentiate with respect to the inputs.
+        grad_attention: differentiate with respect to the attention weights (keeps them on the graph).
+        rows: the image each row of ``inputs`` belongs to, for a ``TargetSpec``.
+        output_transform: maps the model's output to ``[B, C]`` logits when it is not already a tensor.
+
+    Example:
+        >>> import torch, torchvision
+        >>> from lightning_explain.capture import resolve_layer
+        >>> model = torchvision.models.resnet18(num_classes=4).eval()
+        >>> out = hooked_pass(model, torch.rand(2, 3, 32, 32), 1, layer=resolve_layer(model, "layer4"),
+        ...                   grad_layer=True, grad_input=True)
+        >>> out.activation.shape, out.layer_grad.shape, out.input_grad.shape, out.classes.tolist()
+        (torch.Size([2, 512, 1, 1]), torch.Size([2, 512, 1, 1]), torch.Size([2, 3, 32, 32]), [1, 1])
+    """
+    if (grad_layer and layer is None) or (grad_attention and attention is None):
+        raise ValueError("a gradient with respect to a layer or the attention needs that layer or layout hooked.")
+    any_grad = grad_layer or grad_input or grad_attention
+    with grad_context(inputs.device):
+        x = inputs.detach().clone().to(model_dtype(model))
+        x.requires_grad_(any_grad)  # also gives a frozen backbone a graph to differentiate
+        recorder: AbstractContextManager[LayerRecording | None] = (
+            record_layer(layer[1], layer[0]) if layer is not None else nullcontext()
+        )
+        attention_capture: AbstractContextManager[list[Tensor]] = (
+            capture_attention(model, attention, keep_graph=grad_attention) if attention is not None else nullcontext([])
+        )
+        with torch.set_grad_enabled(any_grad), recorder as recording, attention_capture as attentions:
+            output = model(x)
+        activation = read_layer(recording) if recording is not None else None
+        if attention is not None and len(attentions) != attention.depth:
+            raise RuntimeError(f"captured {len(attentions)} attention layers, expected {attention.depth}.")
+        logits = logits_from_output(output, output_transform)
+        if logits.shape[0] != x.shape[0]:
+            raise ValueError(f"the model returned {logits.shape[0]} rows of logits for {x.shape[0]} inputs.")
+        scores, classes = select_scores(logits, targets, rows)
+        result = PassResult(x.detach(), logits.detach().float(), classes)
+        result.activation = activation.detach() if activation is not None else None
+        result.attentions = [a.detach() for a in attentions]
+        if not any_grad:
+            return result
+        wrt: list[Tensor] = []
+        if grad_layer:
+            assert activation is not None
+            wrt.append(activation)
+        if grad_input:
+            wrt.append(x)
+        if grad_attention:
+            wrt.extend(attentions)
+        grads = torch.autograd.grad(scores.sum(), wrt, allow_unused=True)
+        filled = [torch.zeros_like(t) if g is None else g.detach() for g, t in zip(grads, wrt, strict=True)]
+        del output, logits, scores
+    if grad_layer:
+        result.layer_grad = filled.pop(0)
+    if grad_input:
+        result.input_grad = filled.pop(0)
+    result.attention_grads = filled
+    return result
