@@ -7,13 +7,13 @@ Example:
     ((3, 32, 32), 1, (32, 32), torch.bool)
 """
 
+from lightning_explain.data.datamodule import ShortcutShapesDataModule
 from lightning_explain.data.shortcut_shapes import (
     CLASS_NAMES,
     CUE_COLORS,
     NO_CUE,
     OBJECT_PALETTE,
     ShortcutShapes,
-    ShortcutShapesDataModule,
     cue_concept_images,
 )
 

@@ -43,50 +43,19 @@ def _single(
     model: nn.Module,
     inputs: Tensor,
     layer: str | nn.Module | None,
-    targets: Targets,
-    upsample: bool,
-    normalize: bool,
-    output_transform: OutputTransform,
-    options: Mapping[str, Any] | None = None,
-) -> Tensor:
-    return explain(
-        model,
-        inputs,
-        layer,
-        (method,),
-        targets,
-        upsample=upsample,
-        normalize=normalize,
-        output_transform=output_transform,
-        options={method: options} if options else None,
-    )[method]
-
-
-def grad_cam(
-    model: nn.Module,
-    inputs: Tensor,
-    layer: str | nn.Module | None,
     targets: Targets = None,
     *,
-    upsample: bool = True,
-    normalize: bool = True,
-    output_transform: OutputTransform = None,
+    options: Mapping[str, Any] | None = None,
+    **explain_kwargs: Any,
 ) -> Tensor:
-    """Grad-CAM (Selvaraju et al. 2017): ``ReLU(sum_k mean(dS/dA_k) A_k)`` per sample, ``[B, H, W]``.
-
-    With ``upsample=False, normalize=False`` it returns the raw ReLU'd map at the layer's resolution.
-
-    Example:
-        >>> import torch, torchvision
-        >>> model = torchvision.models.resnet18(num_classes=10).eval()
-        >>> grad_cam(model, torch.rand(2, 3, 64, 64), "layer4", upsample=False, normalize=False).shape
-        torch.Size([2, 2, 2])
-    """
-    return _single("gradcam", model, inputs, layer, targets, upsample, normalize, output_transform)
+    """``explain(...)[method]`` for one method, with that method's ``options`` (``upsample``, ``normalize`` and
+    ``output_transform`` go to :func:`~lightning_explain.functional.explain` as they are)."""
+    opts = {method: options} if options else None
+    return explain(model, inputs, layer, (method,), targets, options=opts, **explain_kwargs)[method]
 
 
 class CamFunction(Protocol):
-    """The signature shared by the one-layer CAM functions."""
+    """The signature shared by the one-layer CAM functions (:func:`grad_cam` and its variants)."""
 
     def __call__(
         self,
@@ -101,30 +70,43 @@ class CamFunction(Protocol):
     ) -> Tensor: ...
 
 
-def _cam_function(method: str, name: str, summary: str) -> CamFunction:
+def _cam_function(method: str, name: str, doc: str) -> CamFunction:
     def cam(
-        model: nn.Module,
-        inputs: Tensor,
-        layer: str | nn.Module | None,
-        targets: Targets = None,
-        *,
-        upsample: bool = True,
-        normalize: bool = True,
-        output_transform: OutputTransform = None,
+        model: nn.Module, inputs: Tensor, layer: str | nn.Module | None, targets: Targets = None, **kwargs: Any
     ) -> Tensor:
-        return _single(method, model, inputs, layer, targets, upsample, normalize, output_transform)
+        return _single(method, model, inputs, layer, targets, **kwargs)
 
     cam.__name__ = cam.__qualname__ = name
-    cam.__doc__ = (
-        f"{summary}, ``[B, H, W]``; arguments as :func:`grad_cam` (see :mod:`lightning_explain.functional.cams`)."
-    )
+    cam.__doc__ = doc
     return cam
 
 
-grad_cam_plus_plus = _cam_function("gradcampp", "grad_cam_plus_plus", "Grad-CAM++ (Chattopadhay et al. 2018)")
-xgrad_cam = _cam_function("xgradcam", "xgrad_cam", "XGrad-CAM (Fu et al. 2020)")
-layer_cam = _cam_function("layercam", "layer_cam", "LayerCAM (Jiang et al. 2021)")
-hires_cam = _cam_function("hirescam", "hires_cam", "HiResCAM (Draelos & Carin 2020)")
+def _variant(summary: str) -> str:
+    return f"{summary}, ``[B, H, W]``; arguments as :func:`grad_cam` (see :mod:`lightning_explain.functional.cams`)."
+
+
+grad_cam = _cam_function(
+    "gradcam",
+    "grad_cam",
+    """Grad-CAM (Selvaraju et al. 2017): ``ReLU(sum_k mean(dS/dA_k) A_k)`` per sample, ``[B, H, W]``.
+
+    Args: ``model``, ``inputs`` ``[B, C, H, W]``, ``layer`` (dotted name or module; None for the default layer),
+    ``targets`` (None: the predicted class; an int; one class index per image; or a callable from logits to
+    scores), and keyword-only ``upsample``, ``normalize`` and ``output_transform`` as in
+    :func:`~lightning_explain.functional.explain`. With ``upsample=False, normalize=False`` it returns the raw
+    ReLU'd map at the layer's resolution.
+
+    Example:
+        >>> import torch, torchvision
+        >>> model = torchvision.models.resnet18(num_classes=10).eval()
+        >>> grad_cam(model, torch.rand(2, 3, 64, 64), "layer4", upsample=False, normalize=False).shape
+        torch.Size([2, 2, 2])
+    """,
+)
+grad_cam_plus_plus = _cam_function("gradcampp", "grad_cam_plus_plus", _variant("Grad-CAM++ (Chattopadhay et al. 2018)"))
+xgrad_cam = _cam_function("xgradcam", "xgrad_cam", _variant("XGrad-CAM (Fu et al. 2020)"))
+layer_cam = _cam_function("layercam", "layer_cam", _variant("LayerCAM (Jiang et al. 2021)"))
+hires_cam = _cam_function("hirescam", "hires_cam", _variant("HiResCAM (Draelos & Carin 2020)"))
 
 
 def eigen_cam(
@@ -137,7 +119,9 @@ def eigen_cam(
     output_transform: OutputTransform = None,
 ) -> Tensor:
     """EigenCAM: ReLU of the first principal component of the layer's activations, ``[B, H, W]`` (no target)."""
-    return _single("eigencam", model, inputs, layer, None, upsample, normalize, output_transform)
+    return _single(
+        "eigencam", model, inputs, layer, upsample=upsample, normalize=normalize, output_transform=output_transform
+    )
 
 
 def score_cam(
@@ -163,16 +147,17 @@ def score_cam(
         >>> score_cam(model, torch.rand(1, 3, 32, 32), "layer4", batch_size=256).shape
         torch.Size([1, 32, 32])
     """
+    options = {"batch_size": batch_size, "precision": precision}
     return _single(
         "scorecam",
         model,
         inputs,
         layer,
         targets,
-        upsample,
-        normalize,
-        output_transform,
-        {"batch_size": batch_size, "precision": precision},
+        options=options,
+        upsample=upsample,
+        normalize=normalize,
+        output_transform=output_transform,
     )
 
 
@@ -192,7 +177,7 @@ def saliency(
         >>> saliency(model, torch.rand(2, 3, 32, 32)).shape
         torch.Size([2, 32, 32])
     """
-    return _single("saliency", model, inputs, None, targets, False, normalize, output_transform)
+    return _single("saliency", model, inputs, None, targets, normalize=normalize, output_transform=output_transform)
 
 
 def smooth_grad(
