@@ -11,21 +11,27 @@ from lightning_explain.capture.attention import capture_attention, select_layers
 from lightning_explain.capture.guards import preserve_model_state, preserve_rng
 from lightning_explain.capture.layers import (
     LayerRecording,
+    ModuleCall,
     StopForward,
     default_conv_layer,
+    record_conv_grids,
     record_layer,
+    record_outputs,
     resolve_layer,
     stop_after,
 )
 
 __all__ = [
     "LayerRecording",
+    "ModuleCall",
     "StopForward",
     "capture_attention",
     "default_conv_layer",
     "preserve_model_state",
     "preserve_rng",
+    "record_conv_grids",
     "record_layer",
+    "record_outputs",
     "resolve_layer",
     "select_layers",
     "stop_after",

@@ -16,9 +16,12 @@ from torch import Tensor, nn
 
 __all__ = [
     "LayerRecording",
+    "ModuleCall",
     "StopForward",
     "default_conv_layer",
+    "record_conv_grids",
     "record_layer",
+    "record_outputs",
     "resolve_layer",
     "stop_after",
 ]
@@ -117,7 +120,7 @@ class LayerRecording:
         out = self.outputs[-1]
         if not isinstance(out, Tensor) or not (out.ndim == 4 or (tokens and out.ndim == 3)):
             shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            wanted = "a 4-D [B, C, H, W] feature map" + (" or [B, T, C] tokens" if tokens else "")
+            wanted = "a 4-D [B, C, H, W] feature map" + (" ([B, H, W, C] too) or [B, T, C] tokens" if tokens else "")
             raise ValueError(
                 f"target_layer {self.name!r} outputs {shape}; Grad-CAM and channel activations need {wanted}. "
                 "Choose a convolutional layer (e.g. the last conv block) or a transformer block, or "
@@ -169,3 +172,53 @@ def stop_after(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         handle.remove()
+
+
+@contextmanager
+def record_conv_grids(model: nn.Module) -> Iterator[set[tuple[int, int]]]:
+    """Collect the ``(H, W)`` grid of every ``Conv2d`` output during the block (shapes only; hooks removed in
+    ``finally``). A convolution's output is channels-first by definition, so these grids are ones the model
+    really produces (a patch embedding of stride 14 gives 16 x 16 on 224 px)."""
+    grids: set[tuple[int, int]] = set()
+
+    def hook(_module: nn.Module, _args: Any, output: Any) -> None:
+        if isinstance(output, Tensor) and output.ndim == 4:
+            grids.add((int(output.shape[-2]), int(output.shape[-1])))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        yield grids
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@dataclass
+class ModuleCall:
+    """One module's finished call in a pass: its name, the module, and its output's shape (None if not a tensor)."""
+
+    name: str
+    module: nn.Module
+    shape: tuple[int, ...] | None
+
+
+@contextmanager
+def record_outputs(model: nn.Module) -> Iterator[list[ModuleCall]]:
+    """Record, in the order the calls finish, every submodule's output shape during the block (hooks removed in
+    ``finally``). A parent finishes after its children, so the list ends with the modules nearest the output."""
+    calls: list[ModuleCall] = []
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def hook(mod: nn.Module, _args: Any, output: Any, name: str = name) -> None:
+            shape = tuple(int(d) for d in output.shape) if isinstance(output, Tensor) else None
+            calls.append(ModuleCall(name, mod, shape))
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        yield calls
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -12,16 +12,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from lightning_explain.capture import LayerRecording, resolve_layer
+from lightning_explain.capture import record_outputs, resolve_layer
 from lightning_explain.functional.cams import GRADIENT_CAMS, cam_from_gradients, eigen_projection
 from lightning_explain.functional.context import check_inputs, grad_context
-from lightning_explain.functional.hooked_pass import hooked_pass
+from lightning_explain.functional.hooked_pass import PassResult, hooked_pass
 from lightning_explain.functional.input_gradients import integrated_gradients_attr, smooth_grad_attr
+from lightning_explain.functional.layouts import (
+    FeatureLayout,
+    LayoutError,
+    grid_pyramid,
+    infer_layout,
+    is_ambiguous,
+    preceding_layout,
+)
 from lightning_explain.functional.maps import normalize_maps, upsample_maps
 from lightning_explain.functional.perturbation import occlusion_map, score_cam_map
 from lightning_explain.functional.registry import (
@@ -36,9 +45,9 @@ from lightning_explain.functional.registry import (
 from lightning_explain.functional.rollout import attention_rollout, cls_attention, grad_rollout
 from lightning_explain.functional.target_layer import default_layer
 from lightning_explain.functional.targets import OutputTransform, Targets, TargetSpec
-from lightning_explain.functional.vit_layouts import ViTLayout, find_vit_layout, tokens_to_grid
+from lightning_explain.functional.vit_layouts import ViTLayout, find_vit_layout
 
-__all__ = ["ExplainResult", "explain"]
+__all__ = ["ExplainResult", "explain", "layer_layout_of"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,7 @@ def explain(
     normalize: bool = True,
     output_transform: OutputTransform = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    layer_layout: str | None = None,
 ) -> ExplainResult:
     """Compute every requested map; the one-pass methods share ONE forward and ONE ``autograd.grad`` call.
 
@@ -116,6 +126,9 @@ def explain(
         output_transform: maps the model's output to ``[B, C]`` logits when it is not already a tensor.
         options: per expensive method, see :data:`METHOD_OPTIONS`, e.g.
             ``{"smoothgrad": {"samples": 8}, "occlusion": {"window": (8, 8), "stride": (4, 4)}}``.
+        layer_layout: how ``layer``'s output is laid out: ``"nchw"`` ``[B, C, H, W]``, ``"nhwc"``
+            ``[B, H, W, C]`` or ``"tokens"`` ``[B, T, C]``; None decides from the shape, the input's grid and the
+            module (:func:`~lightning_explain.functional.layouts.infer_layout`), and raises when it cannot.
 
     Returns:
         An :class:`ExplainResult`: ``result[method]`` is the ``[B, H, W]`` map of each method (``activations``:
@@ -144,20 +157,13 @@ def explain(
             "ViT (torchvision VisionTransformer, timm VisionTransformer family, Hugging Face ViT)."
         )
     resolved = resolve_layer(model, default_layer(model) if layer is None else layer) if need_layer else None
-    tokens = layout is not None
-
-    def read_layer(recording: LayerRecording) -> Tensor:
-        return recording.feature_map(tokens=tokens)
-
-    def as_grid(t: Tensor) -> Tensor:
-        return tokens_to_grid(t, layout) if t.ndim == 3 and layout is not None else t
 
     passed = hooked_pass(
         model,
         inputs,
         targets,
-        layer=resolved,
-        read_layer=read_layer,
+        layers=[resolved] if resolved is not None else [],
+        read_layer=lambda recording: recording.feature_map(tokens=True),
         attention=layout if attention_wanted else None,
         grad_layer=bool(set(GRADIENT_CAMS).intersection(wanted)),
         grad_input=bool(INPUT_GRAD_METHODS.intersection(wanted)),
@@ -167,10 +173,14 @@ def explain(
     size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
     maps: dict[str, Tensor] = {}
     extra: dict[str, Tensor] = {}
-    act = as_grid(passed.activation).float() if passed.activation is not None else None
-    if passed.layer_grad is not None:
-        assert act is not None
-        layer_grad = as_grid(passed.layer_grad).float()
+    act: Tensor | None = None
+    layer_grad: Tensor | None = None
+    if resolved is not None and passed.activation is not None:
+        read = layer_layout_of(model, passed, resolved, layout, layer_layout)
+        act = read.to_nchw(passed.activation).float()
+        if passed.layer_grad is not None:
+            layer_grad = read.to_nchw(passed.layer_grad).float()
+    if act is not None and layer_grad is not None:
         for method in (m for m in wanted if m in GRADIENT_CAMS):
             maps[method] = _finish(cam_from_gradients(method, act, layer_grad), size, upsample, normalize)
     if passed.input_grad is not None:
@@ -271,3 +281,32 @@ def _expensive(
                 occ_opts[key] = (int(value), int(value)) if isinstance(value, int) else tuple(int(v) for v in value)
         raw["occlusion"] = torch.relu(occlusion_map(model, x, spec, output_transform=output_transform, **occ_opts))
     return raw
+
+
+def layer_layout_of(
+    model: nn.Module,
+    passed: PassResult,
+    layer: tuple[str, nn.Module],
+    vit: ViTLayout | None = None,
+    forced: str | None = None,
+) -> FeatureLayout:
+    """How the hooked layer's output of ``passed`` reads as a spatial map (see :func:`infer_layout`).
+
+    A shape that two layouts fit (``[B, 16, 16, 16]``) and whose module does not settle it costs one more no-grad
+    forward of one image, to find the layout of the outputs before it.
+    """
+    assert passed.activation is not None
+    shape = passed.activation.shape
+    prefix = vit.num_prefix_tokens if vit is not None and len(shape) == 3 and shape[1] == vit.num_tokens else None
+    size = (int(passed.inputs.shape[-2]), int(passed.inputs.shape[-1]))
+    grids = grid_pyramid(size, passed.conv_grids | ({vit.grid} if vit is not None else set()))
+    name, module = layer
+    read = partial(infer_layout, shape, grids, module=module, name=f"target_layer {name!r}", forced=forced)
+    try:
+        return read(prefix_tokens=prefix)
+    except LayoutError as err:
+        if not is_ambiguous(err):
+            raise
+    with grad_context(passed.inputs.device), torch.no_grad(), record_outputs(model) as calls:
+        model(passed.inputs[:1])
+    return read(prefix_tokens=prefix, preceding=preceding_layout(calls, name, grids))

@@ -13,14 +13,14 @@ autocast and ``torch.compile`` are off, so the pass runs eagerly in the model's 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from lightning_explain.capture import LayerRecording, capture_attention, record_layer
+from lightning_explain.capture import LayerRecording, capture_attention, record_conv_grids, record_layer
 from lightning_explain.functional.context import grad_context, model_dtype
 from lightning_explain.functional.targets import OutputTransform, Targets, TargetSpec, logits_from_output, select_scores
 from lightning_explain.functional.vit_layouts import ViTLayout
@@ -40,22 +40,34 @@ class PassResult:
         inputs: the images as fed to the model (a detached clone, in the model's dtype).
         logits: ``[B, C]`` fp32.
         classes: ``[B]`` the class explained per row (-1 where a targets callable chose the score).
-        activation: the layer's output in its own layout (e.g. ``[B, C, H, W]`` or ``[B, T, C]``), when a layer
-            was hooked.
-        layer_grad: ``dS/d activation``, same shape, with ``grad_layer``.
+        activations: each hooked layer's output in its own layout (e.g. ``[B, C, H, W]`` or ``[B, T, C]``).
+        layer_grads: ``dS/d activation`` per hooked layer, same shapes, with ``grad_layer``.
         input_grad: ``dS/d inputs``, same shape as ``inputs``, with ``grad_input``.
         attentions: each captured layer's attention ``[B, heads, T, T]``, with an ``attention`` layout.
         attention_grads: ``dS/dA`` per captured layer, with ``grad_attention``.
+        conv_grids: the ``(H, W)`` of every ``Conv2d`` output of the pass, when a layer was hooked (to read the
+            layer's layout with :func:`~lightning_explain.functional.layouts.grid_pyramid`).
     """
 
     inputs: Tensor
     logits: Tensor
     classes: Tensor
-    activation: Tensor | None = None
-    layer_grad: Tensor | None = None
+    activations: list[Tensor] = field(default_factory=list)
+    layer_grads: list[Tensor] = field(default_factory=list)
     input_grad: Tensor | None = None
     attentions: list[Tensor] = field(default_factory=list)
     attention_grads: list[Tensor] = field(default_factory=list)
+    conv_grids: frozenset[tuple[int, int]] = frozenset()
+
+    @property
+    def activation(self) -> Tensor | None:
+        """The first hooked layer's output (None without a layer)."""
+        return self.activations[0] if self.activations else None
+
+    @property
+    def layer_grad(self) -> Tensor | None:
+        """The gradient of the first hooked layer's output (None without ``grad_layer``)."""
+        return self.layer_grads[0] if self.layer_grads else None
 
 
 def hooked_pass(
@@ -63,7 +75,7 @@ def hooked_pass(
     inputs: Tensor,
     targets: Targets | TargetSpec = None,
     *,
-    layer: tuple[str, nn.Module] | None = None,
+    layers: Sequence[tuple[str, nn.Module]] = (),
     read_layer: LayerReader = LayerRecording.last_tensor,
     attention: ViTLayout | None = None,
     grad_layer: bool = False,
@@ -80,10 +92,10 @@ def hooked_pass(
         inputs: ``[B, C, H, W]`` images (any float dtype; cast to the model's).
         targets: what to explain per row (:data:`~lightning_explain.functional.targets.Targets`), or a
             :class:`~lightning_explain.functional.targets.TargetSpec` with ``rows`` for batched perturbations.
-        layer: ``(name, module)`` to record (from :func:`lightning_explain.capture.resolve_layer`).
-        read_layer: how the recorded output is read and checked; the default takes the last call's tensor.
+        layers: ``(name, module)`` pairs to record (from :func:`lightning_explain.capture.resolve_layer`).
+        read_layer: how each recorded output is read and checked; the default takes the last call's tensor.
         attention: a ViT layout: record every block's attention weights.
-        grad_layer: differentiate with respect to the layer's output.
+        grad_layer: differentiate with respect to each layer's output.
         grad_input: differentiate with respect to the inputs.
         grad_attention: differentiate with respect to the attention weights (keeps them on the graph).
         rows: the image each row of ``inputs`` belongs to, for a ``TargetSpec``.
@@ -93,50 +105,49 @@ def hooked_pass(
         >>> import torch, torchvision
         >>> from lightning_explain.capture import resolve_layer
         >>> model = torchvision.models.resnet18(num_classes=4).eval()
-        >>> out = hooked_pass(model, torch.rand(2, 3, 32, 32), 1, layer=resolve_layer(model, "layer4"),
+        >>> out = hooked_pass(model, torch.rand(2, 3, 32, 32), 1, layers=[resolve_layer(model, "layer4")],
         ...                   grad_layer=True, grad_input=True)
         >>> out.activation.shape, out.layer_grad.shape, out.input_grad.shape, out.classes.tolist()
         (torch.Size([2, 512, 1, 1]), torch.Size([2, 512, 1, 1]), torch.Size([2, 3, 32, 32]), [1, 1])
     """
-    if (grad_layer and layer is None) or (grad_attention and attention is None):
+    if (grad_layer and not layers) or (grad_attention and attention is None):
         raise ValueError("a gradient with respect to a layer or the attention needs that layer or layout hooked.")
     any_grad = grad_layer or grad_input or grad_attention
     with grad_context(inputs.device):
         x = inputs.detach().clone().to(model_dtype(model))
         x.requires_grad_(any_grad)  # also gives a frozen backbone a graph to differentiate
-        recorder: AbstractContextManager[LayerRecording | None] = (
-            record_layer(layer[1], layer[0]) if layer is not None else nullcontext()
-        )
-        attention_capture: AbstractContextManager[list[Tensor]] = (
-            capture_attention(model, attention, keep_graph=grad_attention) if attention is not None else nullcontext([])
-        )
-        with torch.set_grad_enabled(any_grad), recorder as recording, attention_capture as attentions:
-            output = model(x)
-        activation = read_layer(recording) if recording is not None else None
+        with ExitStack() as hooks:
+            recordings = [hooks.enter_context(record_layer(module, name)) for name, module in layers]
+            grids = hooks.enter_context(record_conv_grids(model)) if layers else set()
+            attentions = (
+                hooks.enter_context(capture_attention(model, attention, keep_graph=grad_attention))
+                if (attention is not None)
+                else []
+            )
+            with torch.set_grad_enabled(any_grad):
+                output = model(x)
+        activations = [read_layer(recording) for recording in recordings]
         if attention is not None and len(attentions) != attention.depth:
             raise RuntimeError(f"captured {len(attentions)} attention layers, expected {attention.depth}.")
         logits = logits_from_output(output, output_transform)
         if logits.shape[0] != x.shape[0]:
             raise ValueError(f"the model returned {logits.shape[0]} rows of logits for {x.shape[0]} inputs.")
         scores, classes = select_scores(logits, targets, rows)
-        result = PassResult(x.detach(), logits.detach().float(), classes)
-        result.activation = activation.detach() if activation is not None else None
+        result = PassResult(x.detach(), logits.detach().float(), classes, conv_grids=frozenset(grids))
+        result.activations = [a.detach() for a in activations]
         result.attentions = [a.detach() for a in attentions]
         if not any_grad:
             return result
-        wrt: list[Tensor] = []
-        if grad_layer:
-            assert activation is not None
-            wrt.append(activation)
-        if grad_input:
-            wrt.append(x)
-        if grad_attention:
-            wrt.extend(attentions)
+        wrt = [
+            *(activations if grad_layer else []),
+            *([x] if grad_input else []),
+            *(attentions if grad_attention else []),
+        ]
         grads = torch.autograd.grad(scores.sum(), wrt, allow_unused=True)
         filled = [torch.zeros_like(t) if g is None else g.detach() for g, t in zip(grads, wrt, strict=True)]
         del output, logits, scores
     if grad_layer:
-        result.layer_grad = filled.pop(0)
+        result.layer_grads, filled = filled[: len(activations)], filled[len(activations) :]
     if grad_input:
         result.input_grad = filled.pop(0)
     result.attention_grads = filled

@@ -86,7 +86,7 @@ def layer_gradients(
             model,
             inputs[start : start + batch_size],
             classes[start : start + batch_size],
-            layer=resolved,
+            layers=[resolved],
             grad_layer=True,
             output_transform=output_transform,
         ).layer_grad
