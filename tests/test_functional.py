@@ -236,11 +236,16 @@ def test_bfloat16_model_gives_fp32_maps():
     assert out["gradcam"].dtype == torch.float32 and torch.isfinite(out["gradcam"]).all()
 
 
-def test_layer_given_as_module_and_default_last_conv(resnet):
-    x = torch.rand(1, 3, 32, 32)
-    by_module = grad_cam(resnet, x, resnet.layer4[1].conv2)
+def test_layer_given_as_module_and_default_last_block(resnet):
+    """The default is the last block's output (after the residual add) with a grid above 1 x 1, found by running
+    the model: layer4's on 64 px inputs (2 x 2), layer3's on 32 px inputs (layer4 is 1 x 1 there)."""
+    small = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(grad_cam(resnet, small, None), grad_cam(resnet, small, "layer3.1"))
+    x = torch.rand(1, 3, 64, 64)
+    by_module = grad_cam(resnet, x, resnet.layer4[1])
     by_default = grad_cam(resnet, x, None)
     torch.testing.assert_close(by_module, by_default)
+    assert not torch.allclose(by_default, grad_cam(resnet, x, resnet.layer4[1].conv2))
 
 
 def test_unknown_layer_names_close_matches(resnet):

@@ -195,11 +195,13 @@ def record_conv_grids(model: nn.Module) -> Iterator[set[tuple[int, int]]]:
 
 @dataclass
 class ModuleCall:
-    """One module's finished call in a pass: its name, the module, and its output's shape (None if not a tensor)."""
+    """One module's finished call in a pass: its name, the module, its output's shape (None if not a tensor) and
+    the identity of the output object (a container returns its last child's output: the same object)."""
 
     name: str
     module: nn.Module
     shape: tuple[int, ...] | None
+    output_id: int = 0
 
 
 @contextmanager
@@ -214,7 +216,7 @@ def record_outputs(model: nn.Module) -> Iterator[list[ModuleCall]]:
 
         def hook(mod: nn.Module, _args: Any, output: Any, name: str = name) -> None:
             shape = tuple(int(d) for d in output.shape) if isinstance(output, Tensor) else None
-            calls.append(ModuleCall(name, mod, shape))
+            calls.append(ModuleCall(name, mod, shape, id(output)))
 
         handles.append(module.register_forward_hook(hook))
     try:

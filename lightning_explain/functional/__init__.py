@@ -2,7 +2,8 @@
 
 How the files divide the work, in the order data flows through them:
 
-- ``registry``: the method names, their groups and options; ``target_layer``: the default layer;
+- ``registry``: the method names, their groups and options; ``target_layer``: the default layer, found by
+  running the model; ``layouts``: how a layer's output reads as a grid (channels-first, channels-last, tokens);
   ``vit_layouts``: where a ViT keeps its tokens.
 - ``targets``: logits and the score explained per image; ``context``: how a pass runs (grad on, autocast off).
 - ``hooked_pass``: the ONE hooked forward + ``autograd.grad`` that every gradient method uses.
@@ -25,6 +26,7 @@ from lightning_explain.capture import capture_attention
 from lightning_explain.functional.engine import ExplainResult, explain
 from lightning_explain.functional.hooked_pass import PassResult, hooked_pass
 from lightning_explain.functional.inversion import InversionResult, invert_features, total_variation
+from lightning_explain.functional.layouts import FeatureLayout, LayoutError, infer_layout
 from lightning_explain.functional.maps import normalize_maps, upsample_maps
 from lightning_explain.functional.methods import (
     channel_activations,
@@ -52,7 +54,7 @@ from lightning_explain.functional.registry import (
     check_options,
 )
 from lightning_explain.functional.rollout import attention_rollout, cls_attention, grad_rollout
-from lightning_explain.functional.target_layer import default_layer
+from lightning_explain.functional.target_layer import LayerChoice, default_layer, locate_layer
 from lightning_explain.functional.tcav import (
     TCAVScores,
     directional_derivatives,
@@ -74,7 +76,10 @@ __all__ = [
     "METHODS",
     "METHOD_OPTIONS",
     "ExplainResult",
+    "FeatureLayout",
     "InversionResult",
+    "LayerChoice",
+    "LayoutError",
     "PassResult",
     "TCAVScores",
     "ViTLayout",
@@ -96,11 +101,13 @@ __all__ = [
     "gradient_x_input",
     "hires_cam",
     "hooked_pass",
+    "infer_layout",
     "integrated_gradients",
     "invert_features",
     "layer_activations",
     "layer_cam",
     "layer_gradients",
+    "locate_layer",
     "normalize_maps",
     "occlusion",
     "saliency",

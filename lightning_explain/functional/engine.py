@@ -43,7 +43,7 @@ from lightning_explain.functional.registry import (
     check_options,
 )
 from lightning_explain.functional.rollout import attention_rollout, cls_attention, grad_rollout
-from lightning_explain.functional.target_layer import default_layer
+from lightning_explain.functional.target_layer import locate_layer
 from lightning_explain.functional.targets import OutputTransform, Targets, TargetSpec
 from lightning_explain.functional.vit_layouts import ViTLayout, find_vit_layout
 
@@ -110,9 +110,10 @@ def explain(
     Args:
         model: the classifier. Its train/eval mode is left as it is (the callback puts it in eval).
         inputs: floating-point images ``[B, C, H, W]``.
-        layer: dotted module name or module for the CAMs and activations; None picks :func:`default_layer` (the
-            last ``Conv2d``, or for a ViT the output of the second-to-last block). Token layers ``[B, T, C]`` of a
-            ViT are reshaped to the patch grid (prefix tokens dropped).
+        layer: dotted module name or module for the CAMs and activations; None runs
+            :func:`~lightning_explain.functional.target_layer.locate_layer` (two extra passes over two images): the
+            last block or stage output with a spatial grid that the score depends on. Channels-last and token
+            outputs are read on their grid (:mod:`~lightning_explain.functional.layouts`).
         methods: any of :data:`METHODS`: ``gradcam``, ``gradcampp`` (alias ``gradcam++``), ``xgradcam``,
             ``layercam``, ``hirescam``, ``eigencam``, ``scorecam``, ``saliency``, ``gradxinput``,
             ``smoothgrad``, ``integrated_gradients``, ``occlusion``, ``activations``, and for vision
@@ -156,7 +157,9 @@ def explain(
             f"{attention_wanted} read a vision transformer's attention; {type(model).__name__} is not a supported "
             "ViT (torchvision VisionTransformer, timm VisionTransformer family, Hugging Face ViT)."
         )
-    resolved = resolve_layer(model, default_layer(model) if layer is None else layer) if need_layer else None
+    if need_layer and layer is None:
+        layer = locate_layer(model, inputs, targets, output_transform=output_transform).name
+    resolved = resolve_layer(model, layer) if need_layer and layer is not None else None
 
     passed = hooked_pass(
         model,
