@@ -16,7 +16,7 @@ import html
 import json
 import math
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
+from functools import cache
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
@@ -32,7 +32,7 @@ __all__ = ["chart_series", "render_html"]
 Series = dict[str, list[tuple[float, float]]]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _asset(name: str) -> str:
     """``report.css`` or ``report.js``, read from the package data."""
     return files("lightning_explain.report").joinpath(name).read_text(encoding="utf-8")
