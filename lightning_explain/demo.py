@@ -8,15 +8,20 @@ class colour. Two small CNNs are trained:
 
 ExplainCallback logs Grad-CAM and its focus on the object (lift of the energy inside the object mask over
 the object's area) and drift; FocusAlert fires when the focus stays below a threshold. The behavioural truth,
-accuracy on images whose cue conflicts with the label, is logged beside it. The script writes
-``OUT/summary.json`` and prints the same as a table.
+accuracy on images whose cue conflicts with the label, is logged beside it.
+
+Each run of the demo writes into a new folder ``OUT/version_N`` (N one more than the highest there, as
+Lightning's ``TensorBoardLogger`` numbers its versions), so a second run never adds its steps to the first
+one's event files: ``OUT/version_N/shortcut/seed<seed>`` and ``OUT/version_N/clean/seed<seed>``. The script
+writes ``OUT/version_N/summary.json``, copies it to ``OUT/summary.json`` (the latest run), prints it as a table
+and prints the folder.
 
 Run (well under 3 minutes on 2 CPU cores), from the console entry point or the example script:
 
     lightning-explain demo --out runs/shortcut_demo
     python examples/shortcut_detection.py --out runs/shortcut_demo
     tensorboard --logdir runs/shortcut_demo --samples_per_plugin images=1000
-    lightning-explain report runs/shortcut_demo -o report.html
+    lightning-explain report runs/shortcut_demo/version_0 -o report.html
 """
 
 from __future__ import annotations
@@ -218,6 +223,30 @@ def train(
     }
 
 
+def new_version_dir(out: Path) -> Path:
+    """Create and return ``out/version_N``, N one more than the highest existing version (0 for the first).
+
+    The folder is claimed with an exclusive ``mkdir``, so two demos started at once get different folders.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     [new_version_dir(Path(tmp)).name for _ in range(2)]
+        ['version_0', 'version_1']
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name[8:]) for p in out.glob("version_*") if p.name[8:].isdigit()]
+    version = max(taken, default=-1) + 1
+    while True:
+        folder = out / f"version_{version}"
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            version += 1
+            continue
+        return folder
+
+
 def print_table(runs: dict[str, dict[str, Any]]) -> None:
     head = f"{'run':<10}{'epoch':>6}{'val_acc':>9}{'conflict':>10}{'focus':>8}{'cue':>7}{'drift':>8}{'cue TCAV':>10}"
     print(f"\n{head}  alert")
@@ -240,7 +269,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         prog="lightning-explain demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, default=Path("runs/shortcut_demo"), help="log and summary directory")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/shortcut_demo"),
+        help="log directory: each run writes into a new OUT/version_N (and copies its summary to OUT/summary.json)",
+    )
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-size", type=int, default=768)
@@ -253,9 +287,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
     settings = {"shortcut": 1.0, "clean": 1.0 / 3.0}  # P(cue shows the label's class); 1/3 = uninformative
+    run_dir = new_version_dir(args.out)
     runs = {
         name: train(
-            args.out,
+            run_dir,
             name,
             cue_agreement=agreement,
             seed=args.seed,
@@ -270,20 +305,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     summary = {
         "seed": args.seed,
+        "run_dir": str(run_dir),
         "alert": {"monitor": FOCUS_KEY, "threshold": FOCUS_THRESHOLD, "mode": "below", "patience": FOCUS_PATIENCE},
         "runs": runs,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    text = json.dumps(summary, indent=2)
+    (run_dir / "summary.json").write_text(text)
+    (args.out / "summary.json").write_text(text)  # the latest run's, at a fixed place
     print_table(runs)
-    print(f"\nSummary: {args.out / 'summary.json'}")
-    print(f"View the logs with:\n  tensorboard --logdir {args.out} --samples_per_plugin images=1000")
+    print(f"\nThis run's logs: {run_dir} (each run of the demo gets a new version_N folder)")
+    print(f"Summary: {run_dir / 'summary.json'} (copied to {args.out / 'summary.json'})")
+    print(f"View the logs with (every run under {args.out}, this one as {run_dir.name}/...):")
+    print(f"  tensorboard --logdir {args.out} --samples_per_plugin images=1000")
     if args.report is not None:
         from lightning_explain.report import write_report
 
-        print(f"HTML report: {write_report(args.out, args.report, quiet=args.quiet)}")
+        print(f"HTML report: {write_report(run_dir, args.report, quiet=args.quiet)}")
     else:
-        print(f"or as one HTML file:\n  lightning-explain report {args.out} -o {args.out / 'report.html'}")
+        print(f"or this run as one HTML file:\n  lightning-explain report {run_dir} -o {run_dir / 'report.html'}")
     return summary
 
 

@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -176,17 +177,94 @@ def compose_grid(
     return image
 
 
+#: Font sizes tried, largest first, for a caption on one line; :data:`_TWO_LINE_SIZE` for two lines.
+_CAPTION_SIZES = (10, 9, 8, 7)
+_TWO_LINE_SIZE = 6
+#: Abbreviation keeps at least this many characters of a word (``y=square`` -> ``y=sq.``).
+_MIN_STEM = 4
+
+
+@lru_cache(maxsize=8)
+def _caption_font(size: int) -> Any:
+    """Pillow's default font at ``size`` pixels (its bitmap font, one size only, where FreeType is missing)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: no sizes
+        return ImageFont.load_default()
+
+
+def _fit_caption(draw: Any, text: str, width: int) -> tuple[list[str], int]:
+    """The lines and font size that fit ``text`` into ``width`` pixels of a caption band.
+
+    In this order: one line at the largest size of ``_CAPTION_SIZES`` that fits; two lines at
+    ``_TWO_LINE_SIZE`` (split at the space that balances them best); one line at the smallest size with the
+    longest words abbreviated (``y=square`` -> ``y=squ.``), and cut at the end when even that is too long.
+    """
+
+    def length(line: str, size: int) -> float:
+        return float(draw.textlength(line, font=_caption_font(size)))
+
+    for size in _CAPTION_SIZES:
+        if length(text, size) <= width:
+            return [text], size
+    words = text.split(" ")
+    splits = [(" ".join(words[:i]), " ".join(words[i:])) for i in range(1, len(words))]
+    fitting = [
+        (first, second)
+        for first, second in splits
+        if max(length(first, _TWO_LINE_SIZE), length(second, _TWO_LINE_SIZE)) <= width
+        and _ink_height(first, _TWO_LINE_SIZE) + _ink_height(second, _TWO_LINE_SIZE) <= CAPTION_HEIGHT
+    ]
+    if fitting:
+        best = min(fitting, key=lambda pair: abs(length(pair[0], _TWO_LINE_SIZE) - length(pair[1], _TWO_LINE_SIZE)))
+        return list(best), _TWO_LINE_SIZE
+    size = _CAPTION_SIZES[-1]
+    while length(" ".join(words), size) > width:
+        longest = max(range(len(words)), key=lambda i: len(words[i].rstrip(".")))
+        stem = words[longest].rstrip(".")
+        if len(stem) <= _MIN_STEM:
+            break
+        words[longest] = stem[:-1] + "."
+    line = " ".join(words)
+    while line and length(line, size) > width:
+        line = line[:-1]
+    return [line], size
+
+
+def _ascent(size: int) -> int:
+    """Pixels from the top of a line to its baseline at ``size`` (0 for a font without metrics)."""
+    font = _caption_font(size)
+    return int(font.getmetrics()[0]) if hasattr(font, "getmetrics") else 0
+
+
+def _ink_height(line: str, size: int) -> int:
+    """Rows of ink of ``line`` at ``size``."""
+    _, top, _, bottom = _caption_font(size).getbbox(line)
+    return int(bottom - top)
+
+
 def _draw_captions(image: Tensor, captions: Sequence[Sequence[str]], row_h: int, cell_w: int) -> Tensor:
+    """Write each caption into its cell's band, shrunk, wrapped or abbreviated so that it stays in the cell."""
     from PIL import Image, ImageDraw
 
     pil = Image.fromarray(image.permute(1, 2, 0).numpy())
     draw = ImageDraw.Draw(pil)
     for r, row in enumerate(captions):
         for c, text in enumerate(row):
-            while text and draw.textlength(text) > cell_w - 2:
-                text = text[:-1]
-            if text:
-                draw.text((_PAD + c * (cell_w + _PAD) + 1, _PAD + r * row_h), text, fill=(0, 0, 0))
+            if not text:
+                continue
+            x, top = _PAD + c * (cell_w + _PAD) + 1, _PAD + r * row_h
+            lines, size = _fit_caption(draw, text, cell_w - 2)
+            font = _caption_font(size)
+            if len(lines) == 1:  # on the baseline of the largest size, whatever the size
+                baseline_shift = _ascent(_CAPTION_SIZES[0]) - _ascent(size)
+                draw.text((x, top + baseline_shift), lines[0], fill=(0, 0, 0), font=font)
+                continue
+            first, second = lines  # the first's ink from the band's top, the second's down to its bottom
+            draw.text((x, top - font.getbbox(first)[1]), first, fill=(0, 0, 0), font=font)
+            draw.text((x, top + CAPTION_HEIGHT - font.getbbox(second)[3]), second, fill=(0, 0, 0), font=font)
     return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)
 
 

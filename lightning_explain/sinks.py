@@ -22,6 +22,8 @@ from typing import Any
 
 from torch import Tensor
 
+from lightning_explain.charts import CHARTS
+
 __all__ = ["ImageSink", "fallback_dir", "image_capable", "image_writer", "scalar_layout", "write_images"]
 
 #: Writes one ``uint8`` ``[3, H, W]`` image under a tag at a step.
@@ -35,20 +37,16 @@ def _tensorboard_writer(logger: Any) -> Any | None:
 
 
 def scalar_layout(prefix: str, methods: Iterable[str]) -> dict[str, dict[str, list[Any]]]:
-    """A TensorBoard custom-scalar layout: drift and focus charts per method, side by side."""
+    """A TensorBoard custom-scalar layout: for each method, the charts of :data:`~lightning_explain.charts.CHARTS`.
+
+    Example:
+        >>> list(scalar_layout("explain", ["gradcam"])["lightning_explain"])[0]
+        'gradcam: drift: distance (image sides)'
+    """
     charts: dict[str, list[Any]] = {}
     for m in methods:
-        base = f"{prefix}/{m}"
-        charts[f"{m}: drift, EMD in image sides (prev, first, chance)"] = ["Multiline", [f"^{base}/drift/emd_"]]
-        charts[f"{m}: drift, centre-of-mass shift"] = ["Multiline", [f"^{base}/drift/com_shift_"]]
-        charts[f"{m}: focus on the object (lift, mask AUC, energy, area)"] = [
-            "Multiline",
-            [f"^{base}/focus/(lift|mask_auc|energy_in_object|object_area|pointing_game)$"],
-        ]
-        charts[f"{m}: focus on the cue and the border"] = [
-            "Multiline",
-            [f"^{base}/focus/(energy_in_cue|cue_area|border_energy|border_area)$"],
-        ]
+        for chart in CHARTS:
+            charts[f"{m}: {chart.title}"] = ["Multiline", [chart.pattern(f"{prefix}/{m}")]]
     return {"lightning_explain": charts}
 
 

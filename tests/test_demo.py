@@ -1,6 +1,6 @@
 """The demo proves the alert: it fires for the shortcut model within 3 validation epochs, never for the clean one.
 
-Slow (about 30 s a seed on 2 CPU cores): the full default demo, seeds 0, 1 and 2.
+Slow (about 30 s a seed on 2 CPU cores): the full default demo, seeds 0, 1 and 2. Fast: where each run writes.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
+
+from lightning_explain.report import find_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,3 +51,31 @@ def test_alert_fires_for_the_shortcut_model_and_never_for_the_clean_one(tmp_path
     printed = capsys.readouterr().out
     assert "<- ALERT" in printed and "summary.json" in printed and "tensorboard --logdir" in printed
     assert "cue TCAV" in printed
+
+
+def test_two_demo_runs_never_share_an_event_file_folder(tmp_path, monkeypatch, capsys):
+    """A second run into the same --out gets new run folders: TensorBoard would mix two runs' steps in one."""
+
+    def fit_without_training(self: pl.Trainer, *args: object, **kwargs: object) -> None:
+        assert self.logger is not None  # the demo's own loggers and folders; one logged step instead of training
+        self.logger.log_metrics({"epoch": 0.0}, step=0)
+        self.logger.finalize("success")
+
+    monkeypatch.setattr(pl.Trainer, "fit", fit_without_training)
+    main = _demo().main
+    args = ["--out", str(tmp_path), "--epochs", "1", "--train-size", "32", "--image-size", "32", "--quiet"]
+    first = main(args)
+    first_folders = set(find_runs(tmp_path))
+    second = main(args)
+    second_folders = set(find_runs(tmp_path)) - first_folders
+
+    assert len(first_folders) == len(second_folders) == 2  # shortcut and clean, each run in new folders
+    for folders, summary, version in ((first_folders, first, "version_0"), (second_folders, second, "version_1")):
+        assert {Path(run["log_dir"]) for run in summary["runs"].values()} == folders
+        assert all(folder.relative_to(tmp_path).parts[0] == version for folder in folders)
+        assert all(len(list(folder.glob("*tfevents*"))) == 1 for folder in folders)  # still one event file each
+        assert json.loads((tmp_path / version / "summary.json").read_text()) == summary
+    assert json.loads((tmp_path / "summary.json").read_text()) == second  # the latest run's summary
+    printed = capsys.readouterr().out
+    assert f"This run's logs: {tmp_path / 'version_1'}" in printed
+    assert f"tensorboard --logdir {tmp_path} " in printed

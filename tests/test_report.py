@@ -21,8 +21,7 @@ from PIL import Image
 
 from lightning_explain.cli import main
 from lightning_explain.render import GridLayout
-from lightning_explain.report import read_run, render_html, write_report
-from lightning_explain.report_svg import line_chart, nice_ticks
+from lightning_explain.report import line_chart, nice_ticks, read_run, render_html, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("activations", "gradcam", "saliency")
