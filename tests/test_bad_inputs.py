@@ -193,9 +193,9 @@ CASES = [
     Case(
         "output_not_logits",
         "ValueError",
-        "the model returned tuple; explanations need [B, C] class scores (logits). Pass "
-        "output_transform=<callable mapping the model output to [B, C] logits>, e.g. output_transform=lambda out: "
-        "out[0] for a model that returns (logits, aux).",
+        "the model returned a tuple of 2 items; explanations need [B, C] class scores (logits) or [B, C, H, W] dense "
+        "scores. Pass output_transform=<callable mapping the model output to them>, e.g. output_transform=lambda "
+        "out: out[0] for a model that returns (logits, aux).",
         lambda p: _fit(p, ExplainCallback(), model=_Pair()),
     ),
     Case(

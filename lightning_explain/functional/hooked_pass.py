@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from lightning_explain.capture import LayerRecording, capture_attention, record_conv_grids, record_layer
 from lightning_explain.functional.context import grad_context, model_dtype
-from lightning_explain.functional.targets import OutputTransform, Targets, TargetSpec, logits_from_output, select_scores
+from lightning_explain.functional.targets import OutputTransform, Targets, TargetSpec, read_output, select_scores
 from lightning_explain.functional.vit_layouts import ViTLayout
 
 __all__ = ["PassResult", "hooked_pass"]
@@ -45,6 +45,7 @@ class PassResult:
         input_grad: ``dS/d inputs``, same shape as ``inputs``, with ``grad_input``.
         attentions: each captured layer's attention ``[B, heads, T, T]``, with an ``attention`` layout.
         attention_grads: ``dS/dA`` per captured layer, with ``grad_attention``.
+        predicted: ``[B]`` the predicted class (for a dense output, the class covering most pixels).
         conv_grids: the ``(H, W)`` of every ``Conv2d`` output of the pass, when a layer was hooked (to read the
             layer's layout with :func:`~lightning_explain.functional.layouts.grid_pyramid`).
     """
@@ -58,6 +59,7 @@ class PassResult:
     attentions: list[Tensor] = field(default_factory=list)
     attention_grads: list[Tensor] = field(default_factory=list)
     conv_grids: frozenset[tuple[int, int]] = frozenset()
+    predicted: Tensor | None = None
 
     @property
     def activation(self) -> Tensor | None:
@@ -129,11 +131,13 @@ def hooked_pass(
         activations = [read_layer(recording) for recording in recordings]
         if attention is not None and len(attentions) != attention.depth:
             raise RuntimeError(f"captured {len(attentions)} attention layers, expected {attention.depth}.")
-        logits = logits_from_output(output, output_transform)
+        read = read_output(output, output_transform)
+        logits = read.logits
         if logits.shape[0] != x.shape[0]:
             raise ValueError(f"the model returned {logits.shape[0]} rows of logits for {x.shape[0]} inputs.")
-        scores, classes = select_scores(logits, targets, rows)
+        scores, classes = select_scores(logits, targets, rows, read.predicted)
         result = PassResult(x.detach(), logits.detach().float(), classes, conv_grids=frozenset(grids))
+        result.predicted = read.predicted
         result.activations = [a.detach() for a in activations]
         result.attentions = [a.detach() for a in attentions]
         if not any_grad:
@@ -145,7 +149,7 @@ def hooked_pass(
         ]
         grads = torch.autograd.grad(scores.sum(), wrt, allow_unused=True)
         filled = [torch.zeros_like(t) if g is None else g.detach() for g, t in zip(grads, wrt, strict=True)]
-        del output, logits, scores
+        del output, logits, scores, read
     if grad_layer:
         result.layer_grads, filled = filled[: len(activations)], filled[len(activations) :]
     if grad_input:

@@ -1,4 +1,5 @@
-"""What a pass explains: the model's output read as ``[B, C]`` logits, and the score per image to differentiate.
+"""What a pass explains: the model's output read as ``[B, C]`` class scores (classification, dense segmentation,
+Hugging Face and dict outputs), and the score per image to differentiate.
 
 Targets are None (the predicted class), an int (one class for all), a tensor with one class index per image, or a
 callable from logits ``[B, C]`` to scores ``[B]``. One range check (:func:`check_classes`) serves every method.
@@ -7,22 +8,26 @@ No Lightning import.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_explain.functional.context import eager_only, model_dtype
 
 __all__ = [
+    "LOGIT_KEYS",
+    "ClassScores",
     "OutputTransform",
     "TargetSpec",
     "Targets",
     "check_classes",
     "class_indices",
     "logits_from_output",
+    "read_output",
     "resolve_targets",
     "select_scores",
     "target_scores",
@@ -32,24 +37,84 @@ Targets: TypeAlias = "int | Tensor | Callable[[Tensor], Tensor] | None"
 OutputTransform: TypeAlias = "Callable[[Any], Tensor] | None"
 
 
-def logits_from_output(output: Any, output_transform: OutputTransform = None) -> Tensor:
-    """Turn a model's output into ``[B, C]`` logits.
+@dataclass(frozen=True)
+class ClassScores:
+    """A model's output read as class scores.
 
-    Tensors pass through; objects with a ``.logits`` tensor (Hugging Face ``ModelOutput``) give that. Anything
-    else needs ``output_transform``.
+    Attributes:
+        logits: ``[B, C]``. For a dense ``[B, C, H, W]`` output (segmentation), class ``c``'s score is the sum of
+            its scores over the pixels predicted as ``c`` (pytorch-grad-cam's ``SemanticSegmentationTarget``).
+        predicted: ``[B]`` the predicted class: the argmax, or for a dense output the class covering most pixels.
+        dense: whether the output was dense.
     """
+
+    logits: Tensor
+    predicted: Tensor
+    dense: bool = False
+
+
+#: Keys of a dict output that hold the class scores, in the order they are tried.
+LOGIT_KEYS = ("logits", "out")
+
+
+def _describe(output: Any) -> str:
+    if isinstance(output, Tensor):
+        return f"a tensor of shape {list(output.shape)}"
+    if isinstance(output, Mapping):
+        return f"a {type(output).__name__} with keys {sorted(map(str, output))}"
+    if isinstance(output, (tuple, list)):
+        return f"a {type(output).__name__} of {len(output)} items"
+    return f"a {type(output).__name__}"
+
+
+def _hint(output: Any) -> str:
+    if isinstance(output, Mapping) and output:
+        return f'output_transform=lambda out: out["{next(iter(output))}"] for a dict output'
+    return "output_transform=lambda out: out[0] for a model that returns (logits, aux)"
+
+
+def read_output(output: Any, output_transform: OutputTransform = None) -> ClassScores:
+    """Read a model's output as class scores (see :class:`ClassScores`).
+
+    Understood without ``output_transform``: a ``[B, C]`` tensor; a dense ``[B, C, H, W]`` tensor; an object with a
+    ``.logits`` tensor (Hugging Face ``ModelOutput``); a dict with a ``"logits"`` or ``"out"`` tensor (torchvision's
+    segmentation models). An error raised inside ``output_transform`` is re-raised with what went in.
+
+    Example:
+        >>> dense = torch.zeros(1, 3, 2, 2); dense[0, 2, :, :1] = 1.0; dense[0, 1, 0, 1] = 2.0
+        >>> scores = read_output({"out": dense})
+        >>> scores.logits.tolist(), scores.predicted.tolist()
+        ([[0.0, 2.0, 2.0]], [2])
+    """
+    given = output
     if output_transform is not None:
-        output = output_transform(output)
+        try:
+            output = output_transform(output)
+        except Exception as err:
+            raise ValueError(
+                f"output_transform raised {type(err).__name__}: {err}; it was given {_describe(given)} (the model's "
+                "output) and must return the [B, C] class scores (or [B, C, H, W] dense scores)."
+            ) from err
     elif not isinstance(output, Tensor) and isinstance(getattr(output, "logits", None), Tensor):
         output = output.logits
-    if not isinstance(output, Tensor) or output.ndim != 2:
-        what = f"a tensor of shape {list(output.shape)}" if isinstance(output, Tensor) else type(output).__name__
-        raise ValueError(
-            f"the model returned {what}; explanations need [B, C] class scores (logits). Pass "
-            "output_transform=<callable mapping the model output to [B, C] logits>, e.g. "
-            "output_transform=lambda out: out[0] for a model that returns (logits, aux)."
-        )
-    return output
+    elif isinstance(output, Mapping):
+        output = next((output[k] for k in LOGIT_KEYS if isinstance(output.get(k), Tensor)), output)
+    if isinstance(output, Tensor) and output.ndim == 2:
+        return ClassScores(output, output.detach().argmax(dim=1))
+    if isinstance(output, Tensor) and output.ndim == 4:
+        winner = output.detach().argmax(dim=1)  # [B, H, W]
+        region = F.one_hot(winner, output.shape[1]).permute(0, 3, 1, 2).to(output.dtype)
+        counts = region.flatten(2).sum(dim=2)
+        return ClassScores((output * region).flatten(2).sum(dim=2), counts.argmax(dim=1), dense=True)
+    raise ValueError(
+        f"the model returned {_describe(output)}; explanations need [B, C] class scores (logits) or [B, C, H, W] "
+        f"dense scores. Pass output_transform=<callable mapping the model output to them>, e.g. {_hint(output)}."
+    )
+
+
+def logits_from_output(output: Any, output_transform: OutputTransform = None) -> Tensor:
+    """The ``[B, C]`` class scores of a model's output (:func:`read_output`)."""
+    return read_output(output, output_transform).logits
 
 
 def class_indices(targets: int | Tensor, batch: int, device: torch.device) -> Tensor:
@@ -89,8 +154,12 @@ class TargetSpec:
         return select_scores(logits, self, rows)[0]
 
 
-def select_scores(logits: Tensor, targets: Targets | TargetSpec, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def select_scores(
+    logits: Tensor, targets: Targets | TargetSpec, rows: Tensor | None = None, predicted: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Per-row scores to explain, and the class index per row (-1 where a callable chose the score).
+
+    ``targets=None`` explains ``predicted`` (default: the argmax of ``logits``).
 
     ``targets`` is a :data:`Targets` value (one class or score per row of ``logits``) or a :class:`TargetSpec`
     whose classes are per image, with ``rows`` saying which image each row of ``logits`` belongs to (batched
@@ -107,7 +176,10 @@ def select_scores(logits: Tensor, targets: Targets | TargetSpec, rows: Tensor | 
             got = list(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
             raise ValueError(f"a targets callable must return one score per sample, shape [{batch}]; got {got}.")
         return scores, torch.full((batch,), -1, dtype=torch.long, device=logits.device)
-    index = logits.detach().argmax(dim=1) if targets is None else class_indices(targets, batch, logits.device)
+    if targets is None:
+        index = logits.detach().argmax(dim=1) if predicted is None else predicted
+    else:
+        index = class_indices(targets, batch, logits.device)
     check_classes(index, num_classes)
     return logits.gather(1, index[:, None]).squeeze(1), index
 
@@ -128,8 +200,8 @@ def resolve_targets(
         return TargetSpec(None, targets)
     if targets is None:
         with torch.inference_mode(False), torch.no_grad(), eager_only():
-            logits = logits_from_output(model(inputs.detach().clone().to(model_dtype(model))), output_transform)
-        return TargetSpec(logits.argmax(dim=1))
+            scores = read_output(model(inputs.detach().clone().to(model_dtype(model))), output_transform)
+        return TargetSpec(scores.predicted)
     classes = class_indices(targets, inputs.shape[0], inputs.device)
     if classes.numel() and int(classes.min()) < 0:
         raise ValueError(f"target class indices must be >= 0; got {classes.tolist()}.")
