@@ -328,7 +328,7 @@ def test_model_output_that_is_not_logits_names_output_transform(tmp_path):
         def validation_step(self, batch, i):
             pass
 
-    with pytest.raises(ValueError, match=r"returned tuple.*output_transform="):
+    with pytest.raises(ValueError, match=r"returned a tuple.*output_transform="):
         _fit(tmp_path, ExplainCallback(), model=Pair())
     t, _ = _fit(
         tmp_path / "ok",

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["autocast_off", "check_inputs", "eager_only", "grad_context", "model_dtype"]
+__all__ = ["as_model_input", "autocast_off", "check_inputs", "eager_only", "grad_context", "model_dtype"]
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:
@@ -21,12 +21,15 @@ def model_dtype(model: nn.Module) -> torch.dtype:
     return torch.float32
 
 
-def check_inputs(inputs: Any) -> Tensor:
-    """Validate a probe batch: a floating-point ``[B, C, H, W]`` tensor."""
+def check_inputs(inputs: Any, *, integer_ok: bool = False) -> Tensor:
+    """Validate a probe batch: a floating-point ``[B, C, H, W]`` tensor (with ``integer_ok``, also an integer one,
+    for a model that converts its own ``uint8`` images)."""
     if not isinstance(inputs, Tensor):
         raise TypeError(f"inputs must be a [B, C, H, W] tensor, got {type(inputs).__name__}.")
     if inputs.ndim != 4:
         raise ValueError(f"inputs must be a [B, C, H, W] image batch, got shape {list(inputs.shape)}.")
+    if integer_ok and not inputs.is_floating_point() and not inputs.is_complex() and inputs.dtype != torch.bool:
+        return inputs
     if not inputs.is_floating_point():
         raise TypeError(
             f"inputs have dtype {inputs.dtype}; gradient maps need floating-point images. Convert them in the "
@@ -34,6 +37,14 @@ def check_inputs(inputs: Any) -> Tensor:
             "float probe."
         )
     return inputs
+
+
+def as_model_input(inputs: Tensor, model: nn.Module) -> Tensor:
+    """A detached copy of ``inputs`` for ``model``: floating-point images in the model's dtype, integer images as
+    they are (a model that takes ``uint8`` converts them itself). Copied, so that tensors made under inference mode
+    can enter a graph."""
+    x = inputs.detach().clone()
+    return x.to(model_dtype(model)) if x.is_floating_point() else x
 
 
 def autocast_off(device: torch.device) -> AbstractContextManager[Any]:

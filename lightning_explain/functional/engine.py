@@ -47,7 +47,10 @@ from lightning_explain.functional.target_layer import locate_layer
 from lightning_explain.functional.targets import OutputTransform, Targets, TargetSpec
 from lightning_explain.functional.vit_layouts import ViTLayout, find_vit_layout
 
-__all__ = ["ExplainResult", "explain", "layer_layout_of"]
+__all__ = ["PIXEL_METHODS", "ExplainResult", "explain", "layer_layout_of"]
+
+#: Methods that differentiate or perturb the image itself: they need floating-point images.
+PIXEL_METHODS = frozenset({*INPUT_GRAD_METHODS, *EXPENSIVE_METHODS})
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,8 @@ def explain(
 
     Args:
         model: the classifier. Its train/eval mode is left as it is (the callback puts it in eval).
-        inputs: floating-point images ``[B, C, H, W]``.
+        inputs: images ``[B, C, H, W]``: floating point, or integer (``uint8``) for a model that converts them itself
+            (then only the layer and attention methods, which do not touch the pixels).
         layer: dotted module name or module for the CAMs and activations; None runs
             :func:`~lightning_explain.functional.target_layer.locate_layer` (two extra passes over two images): the
             last block or stage output with a spatial grid that the score depends on. Channels-last and token
@@ -146,7 +150,15 @@ def explain(
     """
     wanted = canonical_methods(methods)
     opts = check_options(options)
-    inputs = check_inputs(inputs)
+    inputs = check_inputs(inputs, integer_ok=True)
+    pixel_methods = [m for m in wanted if m in PIXEL_METHODS]
+    if pixel_methods and not inputs.is_floating_point():
+        raise TypeError(
+            f"inputs have dtype {inputs.dtype}; {pixel_methods} differentiate or perturb the image itself and need "
+            "floating-point images. Layer methods (the CAMs, activations) and attention maps work on integer images "
+            "that the model converts itself. Convert them in the dataset transform (e.g. "
+            "torchvision.transforms.v2.ToDtype(torch.float32, scale=True)) or pass a float probe."
+        )
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}.")
     need_layer = bool(LAYER_METHODS.intersection(wanted))

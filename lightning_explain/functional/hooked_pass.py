@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_explain.capture import LayerRecording, capture_attention, record_conv_grids, record_layer
-from lightning_explain.functional.context import grad_context, model_dtype
+from lightning_explain.functional.context import as_model_input, grad_context
 from lightning_explain.functional.targets import OutputTransform, Targets, TargetSpec, read_output, select_scores
 from lightning_explain.functional.vit_layouts import ViTLayout
 
@@ -116,8 +116,10 @@ def hooked_pass(
         raise ValueError("a gradient with respect to a layer or the attention needs that layer or layout hooked.")
     any_grad = grad_layer or grad_input or grad_attention
     with grad_context(inputs.device):
-        x = inputs.detach().clone().to(model_dtype(model))
-        x.requires_grad_(any_grad)  # also gives a frozen backbone a graph to differentiate
+        x = as_model_input(inputs, model)
+        if grad_input and not x.is_floating_point():
+            raise TypeError(f"input gradients need floating-point images; got {x.dtype}.")
+        x.requires_grad_(any_grad and x.is_floating_point())  # also gives a frozen backbone a graph
         with ExitStack() as hooks:
             recordings = [hooks.enter_context(record_layer(module, name)) for name, module in layers]
             grids = hooks.enter_context(record_conv_grids(model)) if layers else set()

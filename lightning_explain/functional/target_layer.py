@@ -29,7 +29,7 @@ from lightning_explain.capture import (
     record_outputs,
     resolve_layer,
 )
-from lightning_explain.functional.context import check_inputs, grad_context, model_dtype
+from lightning_explain.functional.context import as_model_input, check_inputs, grad_context
 from lightning_explain.functional.hooked_pass import hooked_pass
 from lightning_explain.functional.layouts import (
     FeatureLayout,
@@ -155,13 +155,13 @@ def locate_layer(
         >>> choice.name, choice.layout.grid
         ('layer4.1', (2, 2))
     """
-    inputs = check_inputs(inputs)[:2]
+    inputs = check_inputs(inputs, integer_ok=True)[:2]
     if isinstance(targets, Tensor) and targets.numel() > 1:
         targets = targets.reshape(-1)[: inputs.shape[0]]
     size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
     vit = find_vit_layout(model)
     with grad_context(inputs.device), torch.no_grad(), record_outputs(model) as calls, record_conv_grids(model) as conv:
-        model(inputs.detach().clone().to(model_dtype(model)))
+        model(as_model_input(inputs, model))
     grids = grid_pyramid(size, conv | ({vit.grid} if vit is not None else set()))
     units = _candidates(calls, grids, (vit.num_tokens, vit.num_prefix_tokens) if vit is not None else None)
     if vit is not None:

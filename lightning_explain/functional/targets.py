@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_explain.functional.context import eager_only, model_dtype
+from lightning_explain.functional.context import as_model_input, eager_only
 
 __all__ = [
     "LOGIT_KEYS",
@@ -200,7 +200,7 @@ def resolve_targets(
         return TargetSpec(None, targets)
     if targets is None:
         with torch.inference_mode(False), torch.no_grad(), eager_only():
-            scores = read_output(model(inputs.detach().clone().to(model_dtype(model))), output_transform)
+            scores = read_output(model(as_model_input(inputs, model)), output_transform)
         return TargetSpec(scores.predicted)
     classes = class_indices(targets, inputs.shape[0], inputs.device)
     if classes.numel() and int(classes.min()) < 0:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_explain.capture import StopForward, record_layer, resolve_layer, stop_after
-from lightning_explain.functional.context import check_inputs, grad_context, model_dtype
+from lightning_explain.functional.context import as_model_input, check_inputs, grad_context
 from lightning_explain.functional.hooked_pass import hooked_pass
 from lightning_explain.functional.targets import OutputTransform, class_indices
 
@@ -59,7 +59,7 @@ def layer_activations(model: nn.Module, inputs: Tensor, layer: str | nn.Module, 
                 stop_after(module),
                 suppress(StopForward),
             ):
-                model(inputs[start : start + batch_size].to(model_dtype(model)))  # stops after the layer
+                model(as_model_input(inputs[start : start + batch_size], model))  # stops after the layer
             chunks.append(rec.last_tensor().detach().float().flatten(1))
     return torch.cat(chunks)
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_explain.capture import capture_attention, select_layers
-from lightning_explain.functional.context import autocast_off, check_inputs, model_dtype
+from lightning_explain.functional.context import as_model_input, autocast_off, check_inputs
 from lightning_explain.functional.engine import explain
 from lightning_explain.functional.rollout import HeadFusion, attention_rollout, cls_attention
 from lightning_explain.functional.targets import OutputTransform, Targets
@@ -35,7 +35,7 @@ __all__ = ["token_grad_cam", "vit_attention", "vit_grad_rollout", "vit_rollout"]
 def _attention_pass(model: nn.Module, inputs: Tensor, layout: ViTLayout, layers: Sequence[int] | None) -> list[Tensor]:
     inputs = check_inputs(inputs)
     with torch.no_grad(), autocast_off(inputs.device):
-        x = inputs.to(model_dtype(model))
+        x = as_model_input(inputs, model)
         with capture_attention(model, layout, keep_graph=False, layers=layers) as attentions:
             model(x)
     expected = layout.depth if layers is None else len(select_layers(layout.depth, layers))
