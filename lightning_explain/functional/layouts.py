@@ -197,16 +197,18 @@ def is_ambiguous(error: LayoutError) -> bool:
 
 
 def preceding_layout(calls: Sequence[ModuleCall], name: str, grids: frozenset[tuple[int, int]]) -> str | None:
-    """The layout of the last 4-D output, finished before ``name``'s last call, that only one layout fits.
+    """The layout of the last 4-D output, finished before ``name``'s last call, whose layout is settled (one layout
+    fits its shape, or its module decides: a convolution, a ``LayerNorm``).
 
     ``calls`` come from :func:`lightning_explain.capture.record_outputs`. A layout holds from one module to the next,
-    so the nearest unambiguous output says how an ambiguous one (``[B, 16, 16, 16]``) is laid out.
+    so the nearest settled output says how an ambiguous one (``[B, 16, 16, 16]`` after a ReLU) is laid out.
     """
     ends = [i for i, call in enumerate(calls) if call.name == name]
     for call in reversed(calls[: ends[-1]] if ends else calls):
         if call.shape is None or len(call.shape) != 4:
             continue
-        fits = [kind for kind, grid in (("nchw", call.shape[2:4]), ("nhwc", call.shape[1:3])) if tuple(grid) in grids]
-        if len(fits) == 1:
-            return fits[0]
+        try:
+            return infer_layout(call.shape, grids, module=call.module).kind
+        except LayoutError:
+            continue
     return None
