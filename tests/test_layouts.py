@@ -81,7 +81,7 @@ def test_channels_last_output_with_h_w_c_equal_gives_the_same_map_as_its_nchw_vi
     choice = locate_layer(model, x)
     assert (choice.name, choice.layout.kind) == ("act", "nhwc")  # decided by the preceding LayerNorm output
     cam = grad_cam(model, x, "act", upsample=False, normalize=False)
-    acts, grads = [], []
+    acts: list[Tensor] = []
     handle = model.act.register_forward_hook(lambda m, i, o: acts.append(o))
     out = model(x.requires_grad_(False))
     handle.remove()
