@@ -119,8 +119,11 @@ CASES = [
     Case(
         "attention_on_a_cnn",
         "ValueError",
-        "['attention'] read a vision transformer's attention; TinyCNN is not a supported ViT (torchvision "
-        "VisionTransformer, timm VisionTransformer family, Hugging Face ViT).",
+        "['attention'] read a vision transformer's attention; TinyCNN is not a supported ViT (supported: torc"
+        "hvision.models.VisionTransformer, timm VisionTransformer (and subclasses such as DeiT distilled, Dei"
+        "T-3 or models with register tokens) and Eva (EVA-02), and Hugging Face ViT, DeiT, BEiT and DINOv2 (t"
+        "ransformers >= 5)). Models without a class token (Swin, PVT, MaxViT, hybrids) have no class-token at"
+        "tention: use Grad-CAM on a stage instead (methods=['gradcam'] with the default layer).",
         lambda p: _fit(p, ExplainCallback(methods=("attention",))),
     ),
     Case(

@@ -45,7 +45,7 @@ from lightning_explain.functional.registry import (
 from lightning_explain.functional.rollout import attention_rollout, cls_attention, grad_rollout
 from lightning_explain.functional.target_layer import locate_layer
 from lightning_explain.functional.targets import OutputTransform, Targets, TargetSpec
-from lightning_explain.functional.vit_layouts import ViTLayout, find_vit_layout
+from lightning_explain.functional.vit_layouts import SUPPORTED_VITS, ViTLayout, find_vit_layout, inner_model
 
 __all__ = ["PIXEL_METHODS", "ExplainResult", "explain", "layer_layout_of"]
 
@@ -166,8 +166,10 @@ def explain(
     layout = find_vit_layout(model) if attention_wanted or need_layer else None
     if attention_wanted and layout is None:
         raise ValueError(
-            f"{attention_wanted} read a vision transformer's attention; {type(model).__name__} is not a supported "
-            "ViT (torchvision VisionTransformer, timm VisionTransformer family, Hugging Face ViT)."
+            f"{attention_wanted} read a vision transformer's attention; {type(inner_model(model)).__name__} is not a "
+            f"supported ViT (supported: {SUPPORTED_VITS}). Models without a class token (Swin, PVT, MaxViT, "
+            "hybrids) have no class-token attention: use Grad-CAM on a stage instead (methods=['gradcam'] with the "
+            "default layer)."
         )
     if need_layer and layer is None:
         layer = locate_layer(model, inputs, targets, output_transform=output_transform).name

@@ -6,9 +6,10 @@ submodule of a wrapper such as a LightningModule; the first one found is used):
 * torchvision ``VisionTransformer`` (``vit_b_16`` ...): one class token.
 * timm ``VisionTransformer`` and subclasses (DeiT with a distillation token, models with register tokens, class
   token or average pooling): ``num_prefix_tokens`` prefix tokens.
-* Hugging Face ``ViTModel`` / ``ViTForImageClassification`` with the transformers >= 5 layout (``vit.layers``), only
-  when transformers is installed (it is an optional dependency; nothing here imports it). The transformers 4.x layout
-  (``vit.encoder.layer``) is rejected with a ValueError.
+* timm ``Eva`` (EVA-02): the same attributes as timm's ViT.
+* Hugging Face ViT, DeiT (class and distillation token), BEiT and DINOv2 (with or without register tokens), with the
+  transformers >= 5 layouts (``vit.layers``, ``dinov2.encoder.layer``), only when transformers is installed (it is an
+  optional dependency; nothing here imports it).
 
 Example:
     >>> import torchvision
@@ -24,13 +25,21 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
-__all__ = ["ViTLayout", "default_token_layer", "find_vit_layout", "tokens_to_grid", "vit_layout"]
+__all__ = [
+    "SUPPORTED_VITS",
+    "ViTLayout",
+    "default_token_layer",
+    "find_vit_layout",
+    "inner_model",
+    "tokens_to_grid",
+    "vit_layout",
+]
 
 LayoutKind = Literal["torchvision", "timm", "hf"]
 
-_SUPPORTED = (
-    "torchvision.models.VisionTransformer, timm VisionTransformer (and subclasses such as DeiT distilled or "
-    "models with register tokens), and Hugging Face ViTModel / ViTForImageClassification (transformers >= 5)"
+SUPPORTED_VITS = (
+    "torchvision.models.VisionTransformer, timm VisionTransformer (and subclasses such as DeiT distilled, DeiT-3 or "
+    "models with register tokens) and Eva (EVA-02), and Hugging Face ViT, DeiT, BEiT and DINOv2 (transformers >= 5)"
 )
 
 
@@ -135,7 +144,7 @@ def _timm_layout(vit: Any, prefix: str) -> ViTLayout:
         if found is None:
             raise ValueError(
                 f"timm block {block_name!r} ({type(block).__name__}) has no attention module with `fused_attn` "
-                f"and `attn_drop`; supported: {_SUPPORTED}."
+                f"and `attn_drop`; supported: {SUPPORTED_VITS}."
             )
         blocks.append(block_name)
         attentions.append(_join(block_name, found[0]))
@@ -154,35 +163,51 @@ def _timm_layout(vit: Any, prefix: str) -> ViTLayout:
     )
 
 
+#: Hugging Face vision transformers with a class token whose blocks' ``attention`` returns ``(output, weights)``.
+_HF_VITS = (
+    "ViTPreTrainedModel",
+    "DeiTPreTrainedModel",
+    "BeitPreTrainedModel",
+    "Dinov2PreTrainedModel",
+    "Dinov2WithRegistersPreTrainedModel",
+)
+#: Attribute of the backbone inside a Hugging Face classifier.
+_HF_BACKBONES = ("vit", "deit", "beit", "dinov2")
+
+
 def _is_hf_vit(module: nn.Module) -> bool:
-    return any(
-        cls.__name__ == "ViTPreTrainedModel" and cls.__module__.startswith("transformers.")
-        for cls in type(module).__mro__
-    )
+    return any(cls.__name__ in _HF_VITS and cls.__module__.startswith("transformers.") for cls in type(module).__mro__)
 
 
 def _hf_layout(vit: Any, prefix: str) -> ViTLayout:
-    base, base_prefix = (
-        (vit.vit, _join(prefix, "vit")) if isinstance(getattr(vit, "vit", None), nn.Module) else (vit, prefix)
-    )
-    layers = getattr(base, "layers", None)
+    base, base_prefix = vit, prefix
+    for attr in _HF_BACKBONES:
+        if isinstance(getattr(vit, attr, None), nn.Module):
+            base, base_prefix = getattr(vit, attr), _join(prefix, attr)
+            break
+    layers, where = getattr(base, "layers", None), "layers"
     if not isinstance(layers, nn.ModuleList):
+        layers, where = getattr(getattr(base, "encoder", None), "layer", None), "encoder.layer"
+    if not isinstance(layers, nn.ModuleList) or not len(layers):
         raise ValueError(
-            f"{type(vit).__name__} has no `layers` list: only the transformers >= 5 ViT layout (vit.layers.N.attention "
-            f"returning (output, weights)) is supported; supported: {_SUPPORTED}."
+            f"{type(vit).__name__} has no `layers` (or `encoder.layer`) list of blocks with an `attention` module "
+            f"returning (output, weights); supported: {SUPPORTED_VITS}."
         )
     config = base.config
     image, patch = _pair(config.image_size), _pair(config.patch_size)
-    blocks = tuple(_join(base_prefix, f"layers.{i}") for i in range(len(layers)))
-    if not blocks:
-        raise ValueError("the Hugging Face ViT has no layers.")
+    blocks = tuple(_join(base_prefix, f"{where}.{i}") for i in range(len(layers)))
+    distilled = int(getattr(getattr(base, "embeddings", None), "distillation_token", None) is not None)
+    registers = int(getattr(config, "num_register_tokens", 0) or 0)
+    # BEiT averages the patch tokens (use_mean_pooling); DINOv2's head reads the class token and the patch mean.
+    pools_all = bool(getattr(config, "use_mean_pooling", False)) or type(vit).__name__.startswith("Dinov2")
     return ViTLayout(
         kind="hf",
-        num_prefix_tokens=1,
+        num_prefix_tokens=1 + distilled + registers,
         grid=(image[0] // patch[0], image[1] // patch[1]),
         attention_names=tuple(f"{b}.attention" for b in blocks),
         block_names=blocks,
         num_heads=int(config.num_attention_heads),
+        pools_prefix_tokens=not pools_all,
     )
 
 
@@ -190,8 +215,11 @@ def _layout_of(module: nn.Module, prefix: str) -> ViTLayout | None:
     tv_vit = _loaded_class("torchvision.models.vision_transformer", "VisionTransformer")
     if tv_vit is not None and isinstance(module, tv_vit):
         return _torchvision_layout(module, prefix)
-    timm_vit = _loaded_class("timm.models.vision_transformer", "VisionTransformer")
-    if timm_vit is not None and isinstance(module, timm_vit):
+    timm_vits = (
+        _loaded_class("timm.models.vision_transformer", "VisionTransformer"),
+        _loaded_class("timm.models.eva", "Eva"),
+    )
+    if any(cls is not None and isinstance(module, cls) for cls in timm_vits):
         return _timm_layout(module, prefix)
     if _is_hf_vit(module):
         return _hf_layout(module, prefix)
@@ -218,8 +246,27 @@ def vit_layout(model: nn.Module) -> ViTLayout:
             return layout
     raise ValueError(
         f"{type(model).__name__} is not (and does not contain) a recognised Vision Transformer; "
-        f"supported: {_SUPPORTED}."
+        f"supported: {SUPPORTED_VITS}."
     )
+
+
+def inner_model(model: nn.Module) -> nn.Module:
+    """The model inside wrappers (a LightningModule holding ``self.net``): descend while one child holds every
+    parameter. Messages name this model's type, which is the one the user chose.
+
+    Example:
+        >>> import torchvision
+        >>> wrapper = nn.Sequential(torchvision.models.resnet18())
+        >>> type(inner_model(wrapper)).__name__
+        'ResNet'
+    """
+    total = sum(p.numel() for p in model.parameters())
+    while total:
+        holders = [c for c in model.children() if sum(p.numel() for p in c.parameters()) == total]
+        if len(holders) != 1:
+            break
+        model = holders[0]
+    return model
 
 
 def find_vit_layout(model: nn.Module) -> ViTLayout | None:
