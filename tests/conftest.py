@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import io
+import os
 import warnings
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, NoReturn
 
 import numpy as np
 import pytest
@@ -14,6 +17,9 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
+
+#: ``pytester`` runs small inner test sessions (test_skips.py checks that skips fail under CI with it).
+pytest_plugins = ("pytester",)
 
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
@@ -89,9 +95,47 @@ def read_event_images(log_dir: str | Path) -> dict[str, list[tuple[int, np.ndarr
     return out
 
 
+def read_event_scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar logged in a TensorBoard log dir: tag -> [(step, value)], read from the event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+# ------------------------------------------------------------------------------------------ skip, or fail in CI
+
+#: Set (to anything but "" or "0") by ``.ci/run``: a missing test dependency or browser fails instead of skipping.
+REQUIRE_ALL_ENV = "LIGHTNING_EXPLAIN_REQUIRE_ALL"
+
+
+def require_all() -> bool:
+    """Whether every optional test dependency must be there: under ``LIGHTNING_EXPLAIN_REQUIRE_ALL=1`` (set by
+    ``.ci/run``) or ``CI=true`` (set by CI services)."""
+    return os.environ.get(REQUIRE_ALL_ENV, "") not in ("", "0") or os.environ.get("CI", "").lower() == "true"
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the test (or the module, at import time) with ``reason``; fail instead under :func:`require_all`.
+
+    Every skip of the suite goes through here, so that CI never passes with a test silently left out."""
+    if require_all():
+        pytest.fail(f"{reason} [{REQUIRE_ALL_ENV}=1 or CI=true: this fails instead of skipping]", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require_module(name: str) -> ModuleType:
+    """``import name`` for a test-only dependency; when it is missing, :func:`skip_or_fail`."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        skip_or_fail(f"test dependency {name!r} is missing ({err}); install it with pip install -e '.[dev]'")
 
 
 # ------------------------------------------------------------------------------------------ a shared real run
@@ -122,19 +166,92 @@ def explained_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root / "tb", "log_dir": Path(logger.log_dir), "probe": callback._probe.images, "callback": callback}
 
 
-def probe_rows_match(grid: np.ndarray, probe: Tensor, cell_size: int, rows: list[int] | None = None) -> None:
-    """Assert that the input cell of each row of a logged grid (``H x W x 3``) shows that probe image."""
-    from lightning_explain.render import compose_grid, grid_layout, to_display
+def grid_cells(grid: np.ndarray, image_size: Any, cell_size: int, column: int) -> list[np.ndarray]:
+    """The cells of ``column`` (0: the input) of a logged, captioned grid ``H x W x 3``, one per row."""
+    from lightning_explain.render import grid_layout
 
-    layout = grid_layout(grid.shape[:2], probe.shape[-2:], cell_size)
-    assert layout is not None, f"grid of {grid.shape[:2]} is not a grid of {tuple(probe.shape[-2:])} images"
-    expected = compose_grid([to_display(probe)], cell_size=cell_size).permute(1, 2, 0).numpy()
-    plain = grid_layout(expected.shape[:2], probe.shape[-2:], cell_size, captioned=False)
+    layout = grid_layout(grid.shape[:2], tuple(image_size)[-2:], cell_size)
+    assert layout is not None, f"grid of {grid.shape[:2]} is not a grid of {tuple(image_size)[-2:]} images"
+    assert column < layout.columns, f"the grid has {layout.columns} columns, not {column + 1}"
+    boxes = (layout.cell_box(row, column) for row in range(layout.rows))
+    return [grid[top:bottom, left:right] for top, left, bottom, right in boxes]
+
+
+def rendered_cells(images: Tensor, cell_size: int) -> list[np.ndarray]:
+    """``images`` ``[N, 3, H, W]`` in [0, 1] as :func:`~lightning_explain.render.compose_grid` draws their cells
+    (``uint8`` ``h x w x 3``, one per image)."""
+    from lightning_explain.render import compose_grid, grid_layout
+
+    grid = compose_grid([images], cell_size=cell_size).permute(1, 2, 0).numpy()
+    plain = grid_layout(grid.shape[:2], images.shape[-2:], cell_size, captioned=False)
     assert plain is not None
-    for r in rows if rows is not None else range(layout.rows):
-        top, left, bottom, right = layout.cell_box(r, 0)
-        etop, eleft, ebottom, eright = plain.cell_box(r, 0)
-        assert np.array_equal(grid[top:bottom, left:right], expected[etop:ebottom, eleft:eright]), f"row {r}"
+    boxes = (plain.cell_box(row, 0) for row in range(plain.rows))
+    return [grid[top:bottom, left:right] for top, left, bottom, right in boxes]
+
+
+def assert_cells_equal(actual: list[np.ndarray], expected: list[np.ndarray], tolerance: int, what: str) -> None:
+    """Cell by cell, every pixel within ``tolerance`` grey levels (0: identical)."""
+    assert len(actual) == len(expected), f"{what}: {len(actual)} rows logged, {len(expected)} expected"
+    for row, (a, e) in enumerate(zip(actual, expected, strict=True)):
+        assert a.shape == e.shape, f"{what}, row {row}: cell {a.shape} != {e.shape}"
+        worst = int(np.abs(a.astype(int) - e.astype(int)).max())
+        assert worst <= tolerance, f"{what}, row {row}: a pixel differs by {worst} > {tolerance} grey levels"
+
+
+def probe_rows_match(
+    grid: np.ndarray, probe: Tensor, cell_size: int, rows: list[int] | None = None, display: Tensor | None = None
+) -> None:
+    """Assert that the input cell of each row of a logged grid (``H x W x 3``) shows that probe image (min-max
+    scaled, or ``display`` when given: the images as the callback should show them)."""
+    from lightning_explain.render import to_display
+
+    cells = grid_cells(grid, probe.shape, cell_size, 0)
+    expected = rendered_cells(to_display(probe) if display is None else display, cell_size)
+    picked = rows if rows is not None else range(len(cells))
+    assert_cells_equal([cells[r] for r in picked], [expected[r] for r in picked], 0, "input cell")
+
+
+def assert_maps_agree(maps: Tensor, reference: Tensor, *, min_correlation: float, max_difference: float) -> None:
+    """Per image: finite, Pearson correlation with the reference map >= ``min_correlation``, and no pixel farther
+    than ``max_difference`` from it (maps in [0, 1]). For low-precision maps against fp32 ones."""
+    assert maps.shape == reference.shape, (maps.shape, reference.shape)
+    assert torch.isfinite(maps).all(), "the maps hold NaN or inf"
+    for i, (a, b) in enumerate(zip(maps.flatten(1).double(), reference.flatten(1).double(), strict=True)):
+        corr = float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+        assert corr >= min_correlation, f"image {i}: correlation {corr:.4f} < {min_correlation}"
+        worst = float((a - b).abs().max())
+        assert worst <= max_difference, f"image {i}: a pixel differs by {worst:.4f} > {max_difference}"
+
+
+#: Grey levels a logged overlay pixel may differ from the re-rendered functional map: uint8 rounding, and one step
+#: of the colour map's 256-entry table where the map sits on a rounding edge (float noise between two passes).
+OVERLAY_TOLERANCE = 3
+
+
+def assert_overlay_cells(
+    grid: np.ndarray,
+    display: Tensor,
+    maps: Tensor,
+    *,
+    cell_size: int,
+    alpha: float = 0.5,
+    colormap: str = "jet",
+    first_column: int = 1,
+    what: str = "overlay",
+) -> None:
+    """Assert that the overlay cells of a logged grid show ``maps`` over ``display``, rendered with the package's
+    public render functions (:func:`~lightning_explain.render.overlay`, ``compose_grid``).
+
+    ``maps`` ``[N, H, W]`` fill column ``first_column``; ``[N, k, H, W]`` fill ``k`` columns from there.
+    """
+    from lightning_explain.render import overlay
+
+    stacked = maps[:, None] if maps.ndim == 3 else maps
+    assert torch.isfinite(stacked).all(), f"{what}: the reference maps hold NaN or inf"
+    for j in range(stacked.shape[1]):
+        expected = rendered_cells(overlay(display, stacked[:, j].float(), alpha, colormap), cell_size)
+        actual = grid_cells(grid, display.shape, cell_size, first_column + j)
+        assert_cells_equal(actual, expected, OVERLAY_TOLERANCE, f"{what}, column {first_column + j}")
 
 
 # ------------------------------------------------------------------------------------------ headless Chromium
@@ -159,9 +276,8 @@ def _find_chromium() -> str | None:
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """Debian's ``chromium`` (installed with apt-get when missing and we are root). Under ``CI=true`` a missing
-    browser or playwright fails the browser tests; elsewhere they skip with the reason."""
-    import os
+    """Debian's ``chromium`` (installed with apt-get when missing and we are root). Under :func:`require_all` a
+    missing browser or playwright fails the browser tests; elsewhere they skip with the reason."""
     import shutil
     import subprocess
 
@@ -180,9 +296,7 @@ def chromium() -> str:
         except ImportError:
             problem = "the playwright package is missing (pip install -e '.[dev]')"
     if problem is not None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"browser tests need headless Chromium under CI: {problem}")
-        pytest.skip(f"browser test skipped: {problem}")
+        skip_or_fail(f"browser tests need headless Chromium: {problem}")
     assert path is not None
     return path
 

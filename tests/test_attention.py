@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import require_module
 from torch import Tensor, nn
 
 from lightning_explain.functional import (
@@ -53,8 +54,8 @@ def tv_vit(depth: int = 3) -> nn.Module:
 
 
 def timm_vit(depth: int = 3, **kwargs: Any) -> nn.Module:
-    # A non-square grid (4 x 6) catches transposed reshapes. timm is optional: its tests skip without it.
-    vision_transformer = pytest.importorskip("timm.models.vision_transformer")
+    # A non-square grid (4 x 6) catches transposed reshapes. timm is a test-only dependency (require_module).
+    vision_transformer = require_module("timm.models.vision_transformer")
     model = vision_transformer.VisionTransformer(
         img_size=(32, 48), patch_size=8, embed_dim=32, depth=depth, num_heads=4, num_classes=NUM_CLASSES, **kwargs
     )
@@ -63,7 +64,7 @@ def timm_vit(depth: int = 3, **kwargs: Any) -> nn.Module:
 
 
 def deit_distilled() -> nn.Module:
-    timm = pytest.importorskip("timm")
+    timm = require_module("timm")
     model = timm.create_model(
         "deit_tiny_distilled_patch16_224",
         pretrained=False,
@@ -511,7 +512,7 @@ def _grad_cam_oracle(
     model: nn.Module, layer: nn.Module, x: Tensor, classes: list[int], prefix: int, grid: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """pytorch-grad-cam's raw (pre-normalisation) map and its final normalised, input-sized map."""
-    GradCAM = pytest.importorskip("pytorch_grad_cam").GradCAM
+    GradCAM = require_module("pytorch_grad_cam").GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     def reshape(tokens: Tensor) -> Tensor:
@@ -555,7 +556,7 @@ def test_token_grad_cam_equals_pytorch_grad_cam(key: str, use_default: bool) -> 
 
 
 def _hf_vit() -> nn.Module:
-    transformers = pytest.importorskip("transformers")
+    transformers = require_module("transformers")
     config = transformers.ViTConfig(
         image_size=32,
         patch_size=8,

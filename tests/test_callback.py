@@ -10,15 +10,25 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import TinyCNN, loaders, make_dataset, read_event_images, trainer
+from conftest import (
+    TinyCNN,
+    assert_overlay_cells,
+    grid_cells,
+    loaders,
+    make_dataset,
+    read_event_images,
+    trainer,
+)
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_explain import ExplainCallback
-from lightning_explain.render import CAPTION_HEIGHT
+from lightning_explain.functional import channel_activations, grad_cam
+from lightning_explain.render import CAPTION_HEIGHT, to_display
 
+CELL = 32  # 16 px probe images enlarged 2x
 ROW = CAPTION_HEIGHT + 130  # caption band + 128 px cell + 2 px padding
 
 TAGS = {"explain/gradcam", "explain/saliency", "explain/activations"}
@@ -207,20 +217,35 @@ def test_probe_is_the_first_validation_samples_and_survives_resume(tmp_path):
 
 
 def test_frozen_backbone_inplace_relu_and_bf16_mixed(tmp_path):
+    # features.3 feeds an in-place ReLU; the backbone is frozen; training runs under bf16 autocast. The map cells
+    # (not the whole grid, whose input column alone looks like "a real picture") must show the fp32 functional
+    # maps: a NaN map is drawn blank (the plain input), which fails the comparison.
     model = TinyCNN()
     for p in model.features.parameters():
         p.requires_grad_(False)
     t, _ = _fit(
         tmp_path,
-        ExplainCallback("features.3", num_probe=2, strict=True),
+        ExplainCallback("features.3", num_probe=2, cell_size=CELL, strict=True),
         model=model,
         precision="bf16-mixed",
         max_epochs=1,
     )
     images = read_event_images(t.logger.log_dir)
     assert set(images) == TAGS
-    _, overlay = images["explain/gradcam"][0]
-    assert overlay.std() > 10  # a real picture, not a blank
+    probe = make_dataset(24, seed=2).tensors[0][:2]
+    display = to_display(probe)
+    model.eval()
+    cams = grad_cam(model, probe, "features.3")
+    assert (cams.flatten(1).amax(1) == 1).all() and (cams.flatten(1).std(1) > 0.1).all()  # real, non-flat maps
+    _, grid = images["explain/gradcam"][0]
+    assert_overlay_cells(grid, display, cams, cell_size=CELL, what="gradcam")
+    _, grid = images["explain/activations"][0]
+    assert_overlay_cells(grid, display, channel_activations(model, probe, "features.3")[0], cell_size=CELL)
+    for tag in TAGS:  # every map cell differs from its row's input cell: something was drawn over it
+        _, grid = images[tag][0]
+        inputs = grid_cells(grid, probe.shape, CELL, 0)
+        for row, cell in enumerate(grid_cells(grid, probe.shape, CELL, 1)):
+            assert np.abs(cell.astype(int) - inputs[row]).mean() > 10, (tag, row)
 
 
 def test_targets_label_and_class_names_in_captions(tmp_path):

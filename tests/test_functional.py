@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torchvision
-from conftest import TinyCNN
+from conftest import TinyCNN, assert_maps_agree, require_module
 from torch import nn
 
 from lightning_explain.functional import (
@@ -17,9 +19,9 @@ from lightning_explain.functional import (
     upsample_maps,
 )
 
-captum_attr = pytest.importorskip("captum.attr")
-pgc = pytest.importorskip("pytorch_grad_cam")
-pgc_targets = pytest.importorskip("pytorch_grad_cam.utils.model_targets")
+captum_attr = require_module("captum.attr")
+pgc = require_module("pytorch_grad_cam")
+pgc_targets = require_module("pytorch_grad_cam.utils.model_targets")
 
 
 @pytest.fixture(scope="module")
@@ -230,10 +232,19 @@ def test_runs_under_inference_mode(resnet):
     torch.testing.assert_close(out["gradcam"], expected)
 
 
-def test_bfloat16_model_gives_fp32_maps():
-    model = TinyCNN().eval().to(torch.bfloat16)
-    out = explain(model, torch.rand(2, 3, 16, 16), "features.3")
-    assert out["gradcam"].dtype == torch.float32 and torch.isfinite(out["gradcam"]).all()
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_model_gives_fp32_maps_close_to_the_fp32_model(dtype):
+    model = TinyCNN().eval()
+    x = torch.rand(4, 3, 16, 16)
+    half, half_x = copy.deepcopy(model).to(dtype), x.to(dtype)
+    cams = grad_cam(half, half_x, "features.3")
+    assert cams.dtype == torch.float32
+    assert_maps_agree(cams, grad_cam(model, x, "features.3"), min_correlation=0.99, max_difference=0.1)
+    maps, channels = channel_activations(half, half_x, "features.3")
+    reference, reference_channels = channel_activations(model, x, "features.3")
+    assert torch.equal(channels, reference_channels)
+    assert_maps_agree(maps.flatten(0, 1), reference.flatten(0, 1), min_correlation=0.99, max_difference=0.05)
+    assert_maps_agree(saliency(half, half_x), saliency(model, x), min_correlation=0.95, max_difference=0.35)
 
 
 def test_layer_given_as_module_and_default_last_block(resnet):

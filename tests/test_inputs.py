@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TinyCNN, loaders, read_event_images, trainer
+from conftest import TinyCNN, assert_maps_agree, assert_overlay_cells, loaders, read_event_images, trainer
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_explain import ExplainCallback
-from lightning_explain.functional import explain
+from lightning_explain.functional import explain, grad_cam, saliency
+from lightning_explain.render import to_display
 
 TAGS = {"explain/gradcam", "explain/saliency", "explain/activations"}
 
@@ -215,12 +216,21 @@ class _Cast(TinyCNN):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_models_on_cpu(tmp_path, dtype):
     model = TinyCNN().to(dtype)
-    cb = ExplainCallback(num_probe=4, strict=True)
-    _, images = _fit(tmp_path, model, cb, _data(dtype=dtype), max_epochs=1)
+    cb = ExplainCallback(num_probe=4, cell_size=32, strict=True)
+    data = _data(dtype=dtype)
+    _, images = _fit(tmp_path, model, cb, data, max_epochs=1)
     assert set(images) == TAGS
-    out = cb._compute(model, ["gradcam", "saliency"])
-    assert out["gradcam"].dtype == torch.float32 and torch.isfinite(out["gradcam"]).all()
-    assert out["saliency"].amax() > 0
+    model.eval()
+    probe = data[1].dataset.tensors[0][:4]
+    cams, sal = grad_cam(model, probe, "features.3"), saliency(model, probe)
+    assert cams.dtype == sal.dtype == torch.float32
+    # The logged cells show the half-precision model's maps ...
+    assert_overlay_cells(images["explain/gradcam"][-1][1], to_display(probe), cams, cell_size=32, what="gradcam")
+    assert_overlay_cells(images["explain/saliency"][-1][1], to_display(probe), sal, cell_size=32, what="saliency")
+    # ... and those are the fp32 model's maps up to half-precision rounding (not merely finite).
+    full, x = copy.deepcopy(model).float(), probe.float()
+    assert_maps_agree(cams, grad_cam(full, x, "features.3"), min_correlation=0.99, max_difference=0.1)
+    assert_maps_agree(sal, saliency(full, x), min_correlation=0.95, max_difference=0.35)
 
 
 class _ToFloat(TinyCNN):

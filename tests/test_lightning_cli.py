@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import read_event_images
+from conftest import read_event_images, require_module
 
 import lightning_explain.callbacks as callbacks
 
-pytest.importorskip("jsonargparse")
+require_module("jsonargparse")
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "config.yaml"

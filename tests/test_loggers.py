@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TinyCNN, loaders, probe_rows_match, read_event_images, trainer
+from conftest import TinyCNN, loaders, probe_rows_match, read_event_images, require_module, trainer
 from PIL import Image
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
@@ -72,8 +72,8 @@ def test_no_logger_writes_pngs_under_default_root_dir(tmp_path):
 
 
 def test_wandb_and_mlflow_receive_the_same_grids_as_tensorboard(tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
-    pytest.importorskip("mlflow")
+    require_module("wandb")
+    require_module("mlflow")
     from mlflow import MlflowClient
     from pytorch_lightning.loggers import MLFlowLogger, WandbLogger
 

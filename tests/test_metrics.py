@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import require_module
 
 from lightning_explain.functional.metrics import (
     border_mask,
@@ -24,7 +25,7 @@ from lightning_explain.functional.metrics import (
 )
 from lightning_explain.monitor import MapMetrics, summarize
 
-scipy_stats = pytest.importorskip("scipy.stats")
+scipy_stats = require_module("scipy.stats")
 
 
 def _square_mask(size: int = 8, lo: int = 2, hi: int = 5, batch: int = 1) -> torch.Tensor:

@@ -86,8 +86,10 @@ structures = st.sampled_from(["tensor", "tuple", "list", "dict"])
 labels = st.sampled_from(["index", "index_1", "one_hot", "string", "int"])
 
 
-def _run(data: _Structured, batch_size: int, num_probe: int) -> tuple[list[int], dict]:
-    steps: list[int] = []
+def _run(data: _Structured, batch_size: int, num_probe: int, steps: list[int] | None = None) -> dict:
+    """A two-epoch fit; appends each training step's batch index to ``steps`` as it runs (so a caller's list
+    holds the steps taken before an error too). Returns the logged images."""
+    steps = [] if steps is None else steps
 
     class Model(_AnyBatch):
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -104,7 +106,7 @@ def _run(data: _Structured, batch_size: int, num_probe: int) -> tuple[list[int],
         finally:
             images = read_event_images(t.logger.log_dir) if t.logger is not None else {}
     assert t.current_epoch == 2
-    return steps, images
+    return images
 
 
 @pytest.mark.slow
@@ -124,7 +126,7 @@ def test_understood_structures_train_to_the_end_and_log_every_view(
     structure, label, extras, channels, height, width, n, batch_size, num_probe
 ):
     data = _Structured(n, channels, (height, width), structure, label, extras)
-    _, images = _run(data, batch_size, num_probe)
+    images = _run(data, batch_size, num_probe)
     assert set(images) == TAGS
     assert all(len(events) == 2 for events in images.values())  # one per epoch
 
@@ -133,12 +135,15 @@ def test_understood_structures_train_to_the_end_and_log_every_view(
 @given(label=labels, extras=st.integers(0, 3), n=st.integers(1, 6), batch_size=st.integers(1, 4))
 def test_a_dict_without_the_input_key_fails_before_the_first_training_step(label, extras, n, batch_size):
     data = _Structured(n, 3, (8, 8), "dict_other_key", label, extras)
-    steps: list[int] = []
-    try:
-        steps, _ = _run(data, batch_size, 4)
-    except ValueError as err:
-        assert "the batch is a mapping without the key 'image'" in str(err)
-        assert "Pass input_key=" in str(err)
-    else:
-        raise AssertionError("a dict batch without 'image' should fail at setup")
+    steps: list[int] = []  # filled by the model as it trains, also when the fit raises afterwards
+    with pytest.raises(ValueError, match="the batch is a mapping without the key 'image'") as err:
+        _run(data, batch_size, 4, steps)
+    assert "Pass input_key=" in str(err.value)
     assert steps == []
+
+
+def test_steps_are_recorded_when_the_input_key_is_right():
+    # The counterpart of the test above: the same recording sees every step of a run that gets that far.
+    steps: list[int] = []
+    _run(_Structured(4, 3, (8, 8), "dict", "index", 1), 2, 4, steps)
+    assert steps == [0, 1, 0, 1]  # two batches in each of two epochs

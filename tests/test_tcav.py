@@ -6,9 +6,8 @@ import math
 
 import pytest
 import pytorch_lightning as pl
-import scipy.stats
 import torch
-from conftest import TinyCNN, loaders, read_event_images, trainer  # noqa: F401
+from conftest import TinyCNN, loaders, read_event_images, require_module, trainer  # noqa: F401
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
 
@@ -22,6 +21,8 @@ from lightning_explain.functional.tcav import (
     tcav,
     tcav_score,
 )
+
+scipy_stats = require_module("scipy.stats")
 
 
 def _cnn() -> nn.Module:
@@ -53,7 +54,7 @@ def _sets(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]
 )
 def test_t_test_matches_scipy(a, b):
     t, p = t_test(a, b)
-    ref = scipy.stats.ttest_ind(a, b)
+    ref = scipy_stats.ttest_ind(a, b)
     assert t == pytest.approx(ref.statistic, rel=1e-10)
     assert p == pytest.approx(ref.pvalue, rel=1e-8, abs=1e-14)
 
@@ -232,6 +233,44 @@ def test_callback_logs_scores_pvalues_and_flags(tmp_path):
     assert "explain/tcav/red/cav_accuracy" in metrics
     assert cb.latest["red"].scores.shape == (3, 2)
     assert float(metrics["explain/tcav/red/a/score"]) == pytest.approx(float(cb.latest["red"].mean[0]))
+
+
+def test_callback_logs_what_functional_tcav_gives_on_the_same_inputs(tmp_path):
+    # The callback's inputs, rebuilt from its documented behaviour: class examples are the first
+    # num_class_examples validation samples split by label; concept examples the first set_size ones; the random
+    # pool is shuffled with a generator seeded with `seed` and cut into num_random + 1 sets of set_size.
+    num_random, set_size, seed = 3, 4, 5
+    pool = torch.rand(16, 3, 16, 16, generator=torch.Generator().manual_seed(11))
+    cb = TCAVCallback(
+        "features.3",
+        concepts={"red": RED},
+        random_examples=pool,
+        classes=[0, 1],
+        num_random=num_random,
+        set_size=set_size,
+        num_class_examples=16,
+        cav_steps=50,
+        seed=seed,
+    )
+    train, val = loaders()
+    t = trainer(tmp_path, logger=TensorBoardLogger(str(tmp_path), name="tb"), callbacks=[cb], max_epochs=1)
+    model = TinyCNN()
+    t.fit(model, train, val)
+    model.eval()
+    x, y = (v[:16] for v in val.dataset.tensors)
+    shuffled = pool[torch.randperm(16, generator=torch.Generator().manual_seed(seed))]
+    randoms = [shuffled[i * set_size : (i + 1) * set_size] for i in range(num_random + 1)]
+    expected = tcav(model, "features.3", {k: x[y == k] for k in (0, 1)}, {"red": RED[:set_size]}, randoms, steps=50)
+    red = expected["red"]
+    logged = {k: float(v) for k, v in t.callback_metrics.items() if k.startswith("explain/tcav/red/")}
+    assert logged["explain/tcav/red/cav_accuracy"] == pytest.approx(float(red.cav_accuracy.mean()), abs=1e-6)
+    for j, k in enumerate((0, 1)):
+        base = f"explain/tcav/red/{k}"
+        assert logged[f"{base}/score"] == pytest.approx(float(red.mean[j]), abs=1e-6)
+        assert logged[f"{base}/random_score"] == pytest.approx(float(red.random_scores[:, j].mean()), abs=1e-6)
+        assert logged[f"{base}/p_value"] == pytest.approx(float(red.p_values[j]), rel=1e-5, abs=1e-12)
+    # Not a constant: the random-vs-random scores of the two classes, or of the runs, are not all the same value.
+    assert red.random_scores.unique().numel() > 1
 
 
 def test_callback_arguments_fail_early():

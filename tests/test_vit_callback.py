@@ -8,15 +8,30 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torchvision
-from conftest import TinyCNN, loaders, read_event_images, trainer
+from conftest import (
+    TinyCNN,
+    assert_overlay_cells,
+    grid_cells,
+    loaders,
+    make_dataset,
+    read_event_images,
+    require_module,
+    trainer,
+)
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from lightning_explain import ExplainCallback
-from lightning_explain.render import CAPTION_HEIGHT
-
-timm = pytest.importorskip("timm")
+from lightning_explain.functional import (
+    grad_cam,
+    normalize_maps,
+    upsample_maps,
+    vit_attention,
+    vit_grad_rollout,
+    vit_rollout,
+)
+from lightning_explain.render import CAPTION_HEIGHT, to_display
 
 VIT_METHODS = ("gradcam", "saliency", "attention", "rollout", "grad_rollout")
 
@@ -28,6 +43,7 @@ def torchvision_vit() -> nn.Module:
 
 
 def timm_vit() -> nn.Module:
+    timm = require_module("timm")
     return timm.create_model(
         "vit_tiny_patch16_224",
         pretrained=False,
@@ -76,6 +92,37 @@ def test_torchvision_vit_logs_attention_rollout_and_token_grad_cam(tmp_path):
     assert cam.shape[0] == 5 * (CAPTION_HEIGHT + cell) + 2
     for m in VIT_METHODS:
         assert f"explain/{m}/drift/emd_chance" in t.callback_metrics
+
+
+def test_vit_cells_are_the_functional_attention_rollout_and_grad_rollout_maps(tmp_path):
+    cb = ExplainCallback(methods=VIT_METHODS, num_probe=5, cell_size=32, strict=True)
+    t = trainer(tmp_path, logger=TensorBoardLogger(str(tmp_path)), callbacks=[cb], max_epochs=1)
+    module = ViTModule(torchvision_vit())
+    t.fit(module, *loaders())
+    images = {tag: events[-1][1] for tag, events in read_event_images(t.logger.log_dir).items()}
+    module.eval()
+    probe = make_dataset(24, seed=2).tensors[0][:5]
+    display = to_display(probe)
+
+    def shown(maps: Tensor) -> Tensor:  # as the callback shows token-grid maps: resized to the image, min-max
+        return normalize_maps(upsample_maps(maps, (16, 16)))
+
+    mean, heads = vit_attention(module, probe)  # the last layer, as the callback's default
+    per_layer = torch.stack([vit_attention(module, probe, layer=i)[0] for i in range(2)], dim=1)
+    expected = {
+        "gradcam": grad_cam(module, probe, None),  # the default layer, as the callback's
+        "attention": shown(mean),
+        "attention_heads": shown(heads)[:4],  # the strips show the first 4 probe images
+        "attention_layers": shown(per_layer)[:4],
+        "rollout": shown(vit_rollout(module, probe)),
+        "grad_rollout": shown(vit_grad_rollout(module, probe)),
+    }
+    for name, maps in expected.items():
+        assert (maps.flatten(2 if maps.ndim == 4 else 1).std(-1) > 0.05).all(), name  # maps with something in them
+        assert_overlay_cells(images[f"explain/{name}"], display[: maps.shape[0]], maps, cell_size=32, what=name)
+    assert len(grid_cells(images["explain/attention_heads"], probe.shape, 32, 0)) == 4
+    with pytest.raises(AssertionError, match="differs by"):  # rollout is not plain last-layer attention
+        assert_overlay_cells(images["explain/rollout"], display, expected["attention"], cell_size=32)
 
 
 def _fused_flags(model: nn.Module) -> list[bool]:
