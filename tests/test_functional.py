@@ -283,14 +283,17 @@ def test_non_logit_output_names_output_transform():
 
         def forward(self, x):
             f = self.conv(x).mean((2, 3))
-            return {"logits": self.fc(f), "features": f}
+            return {self.key: self.fc(f), "features": f}
 
     model = TwoHeads().eval()
     x = torch.rand(2, 3, 8, 8)
-    with pytest.raises(ValueError, match="output_transform"):
+    model.key = "scores"  # no key that obviously holds the logits
+    with pytest.raises(ValueError, match=r"keys \['features', 'scores'\].*output_transform=lambda out: out\["):
         saliency(model, x)
-    out = saliency(model, x, output_transform=lambda o: o["logits"])
+    out = saliency(model, x, output_transform=lambda o: o["scores"])
     assert out.shape == (2, 8, 8)
+    model.key = "logits"  # a dict with "logits" (or "out") needs no output_transform
+    torch.testing.assert_close(saliency(model, x), out)
 
 
 def test_bad_targets_are_clear_errors(resnet):
