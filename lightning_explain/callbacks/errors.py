@@ -11,7 +11,7 @@ import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor
 
-from lightning_explain.callbacks._checks import check_positive_int
+from lightning_explain.checks import check_positive_int
 from lightning_explain.callbacks._view import ViewCallback
 from lightning_explain.capture import preserve_model_state, preserve_rng, resolve_layer
 from lightning_explain.functional import (

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_explain.callbacks._checks import check_positive_int
+from lightning_explain.checks import check_positive_int
 from lightning_explain.callbacks._view import ViewCallback
 from lightning_explain.capture import default_conv_layer, preserve_model_state, record_layer, resolve_layer
 from lightning_explain.functional.context import grad_context, model_dtype

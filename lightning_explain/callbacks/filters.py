@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from lightning_explain.callbacks._checks import check_positive_int
+from lightning_explain.checks import check_positive_int
 from lightning_explain.callbacks._view import ViewCallback
 from lightning_explain.capture import resolve_layer
 from lightning_explain.render import compose_grid

@@ -8,7 +8,7 @@ from typing import Any
 import pytorch_lightning as pl
 from torch import Tensor
 
-from lightning_explain.callbacks._checks import check_positive_int
+from lightning_explain.checks import check_positive_int
 from lightning_explain.callbacks._view import ViewCallback
 from lightning_explain.capture import resolve_layer
 from lightning_explain.functional.inversion import invert_features

@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torch.utils.data.dataloader import default_collate
 
-from lightning_explain.callbacks._checks import check_positive_int
+from lightning_explain.checks import check_positive_int
 from lightning_explain.callbacks._view import ViewCallback
 from lightning_explain.capture import preserve_model_state, preserve_rng, resolve_layer
 from lightning_explain.functional.context import check_inputs
