@@ -6,7 +6,8 @@ The callback decides *when* and *where*; this module says *what*, as plain funct
 2. :func:`due_groups` picks the methods due at an epoch, grouped by how many probe images they explain (one
    :func:`~lightning_explain.functional.explain` call per group), largest group first;
 3. :func:`merge_results` joins the groups' :class:`~lightning_explain.functional.engine.ExplainResult`;
-4. :func:`score_maps` turns the maps into per-image focus and drift values (:class:`~lightning_explain.monitor.MapMetrics`);
+4. :func:`score_maps` turns the maps into per-image focus and drift values (through
+   :class:`~lightning_explain.monitor.MapMetrics`);
 5. :func:`render_probe`, :func:`view_maps` and :func:`view_grid` build one grid per view, :func:`layout_json`
    says where each probe image's row lies in each grid.
 
@@ -133,6 +134,7 @@ def probe_targets(mode: str | int, probe: Probe, limit: int | None, device: torc
     if mode == "label":
         assert probe.labels is not None
         return probe.labels[:limit].to(device)
+    assert isinstance(mode, int), mode
     return mode
 
 
@@ -169,7 +171,9 @@ def score_maps(
     return per_image, scored
 
 
-def row_captions(predictions: Sequence[int], labels: Sequence[int] | None, class_name: Callable[[int], str]) -> list[str]:
+def row_captions(
+    predictions: Sequence[int], labels: Sequence[int] | None, class_name: Callable[[int], str]
+) -> list[str]:
     """``"#i y=<label> p=<prediction>"`` per explained probe image (no ``y=`` without labels).
 
     Example:
@@ -204,7 +208,7 @@ def views(methods: Sequence[str], result: ExplainResult) -> list[str]:
 def view_maps(result: ExplainResult, view: str) -> Tensor:
     """The maps a view's grid shows: a method's map, or an attention strip of the first ``STRIP_IMAGES`` images."""
     if view in STRIP_VIEWS:
-        strip = getattr(result, view)
+        strip: Tensor | None = getattr(result, view)
         assert strip is not None
         return strip[:STRIP_IMAGES]
     return result[view]

@@ -19,8 +19,8 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from lightning_explain.callbacks import _defaults as D
-from lightning_explain.checks import check_display, check_positive_int, check_probe_args, fail_softly
 from lightning_explain.capture import resolve_layer
+from lightning_explain.checks import check_display, check_positive_int, check_probe_args, fail_softly
 from lightning_explain.distributed import check_sharded, start_together
 from lightning_explain.functional import default_layer
 from lightning_explain.functional.context import check_inputs

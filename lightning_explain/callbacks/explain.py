@@ -281,7 +281,9 @@ class ExplainCallback(ViewCallback):
 
     # ----------------------------------------------------------------------------------------- work
 
-    def _compute(self, pl_module: pl.LightningModule, methods: Sequence[str], limit: int | None = None) -> ExplainResult:
+    def _compute(
+        self, pl_module: pl.LightningModule, methods: Sequence[str], limit: int | None = None
+    ) -> ExplainResult:
         """The maps of ``methods`` for the first ``limit`` probe images (all with None), from one ``explain`` call."""
         assert self._probe is not None
         with preserve_model_state(pl_module):
