@@ -10,7 +10,8 @@ failure guard). The shared defaults are in :mod:`lightning_explain.callbacks._de
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -34,7 +35,7 @@ from lightning_explain.probe import (
 )
 from lightning_explain.sinks import ImageSink
 
-__all__ = ["ViewCallback", "layer_name"]
+__all__ = ["ViewCallback", "layer_name", "view_arguments"]
 
 
 def layer_name(pl_module: pl.LightningModule, target_layer: str | nn.Module | None) -> str:
@@ -227,3 +228,16 @@ class ViewCallback(Callback):
 
     def _fail(self, view: str, err: Exception, epoch: int) -> None:
         fail_softly(type(self).__name__, view, err, epoch, strict=self.strict, warned=self._warned)
+
+
+_VIEW_PARAMETERS = tuple(inspect.signature(ViewCallback.__init__).parameters)[1:]
+
+
+def view_arguments(values: Mapping[str, Any], *, skip: Collection[str] = ()) -> dict[str, Any]:
+    """The :class:`ViewCallback` arguments among a view constructor's ``locals()``, for ``super().__init__``.
+
+    A view's explicit signature uses the base's names for the base's arguments, so they are passed on by name; a
+    local variable of such a name set before the call passes a derived value, ``skip`` keeps a same-named argument of
+    the view's own (e.g. TCAV's ``alpha``, a significance level) away from the base.
+    """
+    return {k: values[k] for k in _VIEW_PARAMETERS if k in values and k not in skip}

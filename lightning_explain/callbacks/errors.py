@@ -10,7 +10,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor
 
 from lightning_explain.callbacks import _defaults as D
-from lightning_explain.callbacks._view import ViewCallback, layer_name
+from lightning_explain.callbacks._view import ViewCallback, layer_name, view_arguments
 from lightning_explain.capture import preserve_model_state
 from lightning_explain.checks import check_int, check_positive_int
 from lightning_explain.functional import ATTENTION_METHODS, LAYER_METHODS, METHODS, canonical_methods
@@ -89,24 +89,7 @@ class ErrorAttribution(ViewCallback):
         tag_prefix: str = D.TAG_PREFIX,
         strict: bool = D.STRICT,
     ) -> None:
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            num_probe=num_probe,
-            probe=probe,
-            probe_labels=probe_labels,
-            mean=mean,
-            std=std,
-            colormap=colormap,
-            alpha=alpha,
-            cell_size=cell_size,
-            class_names=class_names,
-            input_key=input_key,
-            label_key=label_key,
-            unpack_batch=unpack_batch,
-            output_transform=output_transform,
-            tag_prefix=tag_prefix,
-            strict=strict,
-        )
+        super().__init__(**view_arguments(locals()))
         (method,) = canonical_methods(method)
         if method not in METHODS or method == "activations" or method in ATTENTION_METHODS:
             raise ValueError(

@@ -17,7 +17,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from lightning_explain.callbacks import _defaults as D
-from lightning_explain.callbacks._view import ViewCallback, layer_name
+from lightning_explain.callbacks._view import ViewCallback, layer_name, view_arguments
 from lightning_explain.capture import preserve_model_state
 from lightning_explain.checks import check_positive_int, is_int
 from lightning_explain.functional import DEFAULT_METHODS, EXPENSIVE_METHODS, LAYER_METHODS, canonical_methods, explain
@@ -164,27 +164,9 @@ class ExplainCallback(ViewCallback):
         if not is_int(targets, minimum=0) and targets not in TARGET_MODES:
             raise ValueError(f"targets must be 'predicted', 'label' or a class index >= 0; got {targets!r}.")
         explicit_masks = {"object": probe_object_masks, "cue": probe_cue_masks}
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            num_probe=num_probe,
-            probe=probe,
-            probe_labels=probe_labels,
-            probe_indices=probe_indices,
-            probe_masks={k: m for k, m in explicit_masks.items() if m is not None},
-            mask_keys={k: v for k, v in (("object", object_mask_key), ("cue", cue_mask_key)) if v is not None},
-            mean=mean,
-            std=std,
-            colormap=colormap,
-            alpha=alpha,
-            cell_size=cell_size,
-            class_names=class_names,
-            input_key=input_key,
-            label_key=label_key,
-            unpack_batch=unpack_batch,
-            output_transform=output_transform,
-            tag_prefix=tag_prefix,
-            strict=strict,
-        )
+        probe_masks = {k: m for k, m in explicit_masks.items() if m is not None}
+        mask_keys = {k: v for k, v in (("object", object_mask_key), ("cue", cue_mask_key)) if v is not None}
+        super().__init__(**view_arguments(locals()))
         if targets == "label" and probe is not None and probe_labels is None:
             raise ValueError("targets='label' needs labels: pass probe_labels with the probe.")
         if not 0.0 < border_fraction < 0.5:

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from torch.utils.data.dataloader import default_collate
 
 from lightning_explain.callbacks import _defaults as D
-from lightning_explain.callbacks._view import ViewCallback
+from lightning_explain.callbacks._view import ViewCallback, view_arguments
 from lightning_explain.capture import preserve_model_state, preserve_rng, resolve_layer
 from lightning_explain.checks import check_int, check_positive_int, is_int
 from lightning_explain.functional.context import check_inputs
@@ -125,17 +125,8 @@ class TCAVCallback(ViewCallback):
         tag_prefix: str = D.TAG_PREFIX,
         strict: bool = D.STRICT,
     ) -> None:
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            num_probe=num_class_examples,
-            class_names=class_names,
-            input_key=input_key,
-            label_key=label_key,
-            unpack_batch=unpack_batch,
-            output_transform=output_transform,
-            tag_prefix=tag_prefix,
-            strict=strict,
-        )
+        num_probe = num_class_examples  # the probe is the class examples
+        super().__init__(**view_arguments(locals(), skip=("alpha",)))
         check_positive_int(set_size=set_size, cav_steps=cav_steps, batch_size=batch_size)
         check_int("num_random", num_random, minimum=2, why=" (the t-test needs two runs)")
         if not isinstance(concepts, Mapping) or not concepts:
