@@ -25,11 +25,10 @@ from collections.abc import Callable
 import torch
 import torchvision
 
-from lightning_explain.callbacks.errors import ConfusedExamples
-from lightning_explain.callbacks.feature_maps import feature_maps
-from lightning_explain.callbacks.filters import filter_grid
 from lightning_explain.functional import explain, invert_features, tcav
-from lightning_explain.render import colorize, compose_grid
+from lightning_explain.functional.feature_maps import feature_maps
+from lightning_explain.monitor import ConfusedExamples
+from lightning_explain.render_views import feature_map_grid, filter_grid
 
 
 def main() -> None:
@@ -60,17 +59,13 @@ def main() -> None:
     def fmaps() -> None:
         maps = feature_maps(model, batch[:2], ["conv1", "layer4"], 16)
         for m in maps.values():
-            big = torch.nn.functional.interpolate(m, size=(s, s), mode="nearest")
-            compose_grid([batch[:2]] + [colorize(big[:, j]) for j in range(big.shape[1])], cell_size=64)
+            feature_map_grid(batch[:2], m, cell_size=64)
 
     def errors() -> None:
         explain(model, torch.cat([batch[:8], batch[:8]]), "layer4", ("gradcam",), torch.arange(16) % 10)
 
     def confused_bookkeeping() -> None:
-        conf, pred = logits.softmax(1).max(1)
-        wrong = torch.nonzero(pred != labels).flatten()
-        best = wrong[conf[wrong].argsort(descending=True)[:8]]
-        new = ConfusedExamples(best, conf[best], labels[best], pred[best], images64[best].clone())
+        new = ConfusedExamples.from_batch(logits, labels, images64, 0, 8)
         ConfusedExamples.empty().merge(new, 8)
 
     def concept_sensitivity() -> None:

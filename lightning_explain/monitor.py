@@ -1,13 +1,17 @@
-"""Focus and drift numbers per epoch: the bookkeeping between the callback and the pure metric functions.
+"""Bookkeeping between the callbacks and the pure functions: focus and drift per epoch, the most-confused examples.
 
 :class:`MapMetrics` keeps, per method, the probe's maps of the first and of the previous explained epoch
 (downsampled, on the CPU) and turns each new epoch's maps into per-image focus and drift values. It holds no
 Lightning objects; its state goes into the callback's checkpoint so a resumed run continues the history.
+
+:class:`ConfusedExamples` keeps the ``k`` most confident wrong predictions seen while a validation epoch runs
+(for :class:`~lightning_explain.ErrorAttribution`), on the CPU.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,7 +20,7 @@ from torch import Tensor
 
 from lightning_explain.functional.metrics import drift_report, focus_report
 
-__all__ = ["MapMetrics", "summarize"]
+__all__ = ["ConfusedExamples", "MapMetrics", "summarize"]
 
 
 def _downsample(maps: Tensor, max_side: int) -> Tensor:
@@ -84,3 +88,62 @@ class MapMetrics:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.first = {k: v.cpu() for k, v in dict(state.get("first", {})).items()}
         self.previous = {k: v.cpu() for k, v in dict(state.get("previous", {})).items()}
+
+
+@dataclass
+class ConfusedExamples:
+    """The wrong predictions with the highest confidence seen in one validation epoch, most confident first.
+
+    ``indices`` count samples of the first validation dataloader in the order they were seen (the dataset index
+    for a sequential sampler); ``confidence`` is the softmax probability of the (wrong) predicted class.
+
+    Example:
+        >>> seen = ConfusedExamples.empty()
+        >>> logits = torch.tensor([[3.0, 0.0], [0.0, 1.0], [0.0, 2.0]])
+        >>> batch = ConfusedExamples.from_batch(logits, torch.tensor([1, 1, 0]), torch.zeros(3, 1, 2, 2), 10, 8)
+        >>> seen = seen.merge(batch, k=8)
+        >>> seen.indices.tolist()
+        [10, 12]
+    """
+
+    indices: Tensor
+    confidence: Tensor
+    labels: Tensor
+    predictions: Tensor
+    images: Tensor
+
+    @classmethod
+    def empty(cls) -> ConfusedExamples:
+        none = torch.zeros(0, dtype=torch.long)
+        return cls(none, torch.zeros(0), none, none, torch.zeros(0))
+
+    @classmethod
+    def from_batch(cls, logits: Tensor, labels: Tensor, images: Tensor, start: int, k: int) -> ConfusedExamples:
+        """The ``k`` most confident wrong predictions of one batch whose first sample is number ``start``."""
+        confidence, predictions = logits.detach().float().softmax(dim=1).max(dim=1)
+        labels = labels.to(predictions.device)
+        wrong = torch.nonzero(predictions != labels).flatten()
+        best = wrong[confidence[wrong].argsort(descending=True, stable=True)[:k]]
+        return cls(
+            (best + start).cpu(),
+            confidence[best].cpu(),
+            labels[best].cpu(),
+            predictions[best].cpu(),
+            images[best.to(images.device)].detach().cpu().clone(),
+        )
+
+    def merge(self, other: ConfusedExamples, k: int) -> ConfusedExamples:
+        """The ``k`` most confident of both."""
+        if other.indices.numel() == 0:
+            return self
+        if self.indices.numel() == 0:
+            both = other
+        else:
+            both = ConfusedExamples(
+                *(torch.cat([a, b]) for a, b in zip(self.as_tuple(), other.as_tuple(), strict=True))
+            )
+        order = both.confidence.argsort(descending=True, stable=True)[:k]
+        return ConfusedExamples(*(t[order] for t in both.as_tuple()))
+
+    def as_tuple(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return self.indices, self.confidence, self.labels, self.predictions, self.images

@@ -180,12 +180,14 @@ def probe_from_dataloader(
     label_key: str = "label",
     unpacker: BatchUnpacker | None = None,
     mask_keys: Mapping[str, int | str] | None = None,
+    owner: str = "the callback",
 ) -> Probe:
     """The first ``num`` samples of ``loader``.
 
     A map-style dataset behind a ``DataLoader`` is read by index (``dataset[0] .. dataset[num-1]``) and
     collated with the loader's ``collate_fn``; anything else is iterated, with the RNG states restored after.
-    A loader with fewer samples gives what it has, with a warning.
+    A loader with fewer samples gives what it has, with a warning. ``owner`` names the reader in the error of an
+    empty loader.
     """
     dataset = getattr(loader, "dataset", None)
     if isinstance(loader, DataLoader) and dataset is not None and not isinstance(dataset, IterableDataset):
@@ -195,7 +197,7 @@ def probe_from_dataloader(
             size = -1
         if size >= 0:
             if size == 0:
-                raise ValueError("the validation dataset is empty; ExplainCallback has no images to explain.")
+                raise ValueError(f"the validation dataset is empty; {owner} has no images to explain.")
             count = min(num, size)
             probe = probe_from_dataset(
                 dataset,
@@ -222,7 +224,7 @@ def probe_from_dataloader(
             if seen >= num:
                 break
     if not images:
-        raise ValueError("the validation dataloader is empty; ExplainCallback has no images to explain.")
+        raise ValueError(f"the validation dataloader is empty; {owner} has no images to explain.")
     all_labels = None if any(y is None for y in labels) else torch.cat([y for y in labels if y is not None])
     all_masks = {name: torch.cat([m[name] for m in masks]) for name in masks[0]}
     return _finish(torch.cat(images), all_labels, all_masks, num, seen, "the validation dataloader")

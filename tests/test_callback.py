@@ -402,7 +402,7 @@ def test_failure_at_a_later_epoch_warns_once_and_strict_raises(tmp_path):
 
 
 def test_a_rendering_failure_warns_once_and_training_continues(tmp_path, monkeypatch):
-    import lightning_explain.callbacks.explain as explain_module
+    import lightning_explain.pipeline as explain_module
 
     def broken_display(*args, **kwargs):  # fault injection: the probe cannot be rendered
         raise RuntimeError("display broke")

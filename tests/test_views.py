@@ -18,9 +18,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_explain import ErrorAttribution, FeatureInversion, FeatureMaps, FilterGrid, TCAVCallback
-from lightning_explain.callbacks.filters import filter_grid
 from lightning_explain.functional import grad_cam
 from lightning_explain.render import CAPTION_HEIGHT
+from lightning_explain.render_views import filter_grid
 
 
 def _fit(tmp_path: Path, callbacks: list, model: pl.LightningModule | None = None, **kwargs):

@@ -1,40 +1,64 @@
-"""The shared skeleton of the extra views (errors, filters, feature maps, TCAV, inversion).
+"""The shared skeleton of every view (explanations, errors, filters, feature maps, TCAV, inversion).
 
 Each view is a thin callback: this base decides *when* (validation epoch end, not the sanity check, every n epochs,
-global rank zero only), reads and keeps the probe, sends images to the sinks and scalars to ``pl_module.log``, and
-turns a failure in a later epoch into one warning (``strict=True`` re-raises). Subclasses implement ``_run``.
+global rank zero only), reads and keeps the probe (the first validation samples, chosen dataset indices, or an
+explicit tensor, with optional masks), sends images to the sinks and scalars to ``pl_module.log``, and turns a
+failure in a later epoch into one warning (``strict=True`` re-raises). Subclasses implement ``_run``, and may add
+``_setup`` (checks that need the model), ``_start`` (at train start) and ``_prepare`` (before each run, outside the
+failure guard). The shared defaults are in :mod:`lightning_explain.callbacks._defaults`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
-from torch import Tensor
+from torch import Tensor, nn
 
-from lightning_explain.callbacks._checks import check_display, check_positive_int, check_probe_args, fail_softly
+from lightning_explain.callbacks import _defaults as D
+from lightning_explain.capture import resolve_layer
+from lightning_explain.checks import check_display, check_positive_int, check_probe_args, fail_softly
 from lightning_explain.distributed import check_sharded, start_together
+from lightning_explain.functional import default_layer
 from lightning_explain.functional.context import check_inputs
-from lightning_explain.probe import BatchUnpacker, Probe, first_val_loader, probe_from_dataloader
+from lightning_explain.functional.targets import OutputTransform
+from lightning_explain.probe import (
+    BatchUnpacker,
+    Probe,
+    first_val_loader,
+    probe_from_dataloader,
+    probe_from_dataset,
+)
 from lightning_explain.sinks import ImageSink
 
-__all__ = ["ViewCallback"]
+__all__ = ["ViewCallback", "layer_name", "view_arguments"]
+
+
+def layer_name(pl_module: pl.LightningModule, target_layer: str | nn.Module | None) -> str:
+    """The dotted name of ``target_layer`` in ``pl_module`` (None: the default Grad-CAM layer); raises with the fix."""
+    target = default_layer(pl_module) if target_layer is None else target_layer
+    return resolve_layer(pl_module, target)[0]
 
 
 class ViewCallback(Callback):
-    """Base of the extra views. Not used directly.
+    """Base of the views. Not used directly.
 
     Args:
         every_n_epochs: run when ``current_epoch % every_n_epochs == 0`` (always under ``validate()``).
         num_probe: how many validation samples form the probe (the first ones of the first val dataloader).
         probe: an explicit probe ``[N, C, H, W]`` instead; ``probe_labels`` ``[N]`` optional.
         probe_labels: class indices for an explicit ``probe``.
+        probe_indices: indices into the first validation dataset instead of the first ``num_probe``.
+        probe_masks: masks ``[N, H, W]`` by name (``"object"``, ``"cue"``) for an explicit ``probe``.
+        mask_keys: where each validation batch holds the masks, by name: a tuple position or a dict key.
         mean, std: the input normalisation, undone for display (without them images are min-max scaled).
         colormap: matplotlib colour map of the maps.
-        cell_size: long side in pixels of each grid cell.
+        alpha: heat-map opacity in the overlays, in [0, 1] (None: the view draws no overlays).
+        cell_size: long side in pixels of each grid cell (at least ``min_cell_size``).
         class_names: names shown instead of class indices.
         input_key, label_key: keys of images and labels in dict batches.
         unpack_batch: a function from a batch to ``(images, labels or None)``.
@@ -45,38 +69,51 @@ class ViewCallback(Callback):
 
     #: Whether the view needs the probe batch.
     uses_probe = True
+    #: The smallest ``cell_size`` the view accepts.
+    min_cell_size = 8
 
     def __init__(
         self,
         *,
-        every_n_epochs: int = 1,
-        num_probe: int = 16,
+        every_n_epochs: int = D.EVERY_N_EPOCHS,
+        num_probe: int = D.NUM_PROBE,
         probe: Tensor | None = None,
         probe_labels: Tensor | None = None,
+        probe_indices: Sequence[int] | None = None,
+        probe_masks: Mapping[str, Tensor] | None = None,
+        mask_keys: Mapping[str, int | str] | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
-        colormap: str = "jet",
-        cell_size: int = 128,
+        colormap: str = D.COLORMAP,
+        alpha: float | None = None,
+        cell_size: int = D.CELL_SIZE,
         class_names: Sequence[str] | None = None,
-        input_key: str = "image",
-        label_key: str = "label",
+        input_key: str = D.INPUT_KEY,
+        label_key: str = D.LABEL_KEY,
         unpack_batch: BatchUnpacker | None = None,
-        output_transform: Any = None,
-        tag_prefix: str = "explain",
-        strict: bool = False,
+        output_transform: OutputTransform = None,
+        tag_prefix: str = D.TAG_PREFIX,
+        strict: bool = D.STRICT,
     ) -> None:
         super().__init__()
         check_positive_int(every_n_epochs=every_n_epochs, num_probe=num_probe)
-        check_display(mean, std, colormap, cell_size, min_cell_size=8)
+        check_display(mean, std, colormap, cell_size, min_cell_size=self.min_cell_size, alpha=alpha)
+        if probe is not None and probe_indices is not None:
+            raise ValueError("pass either probe (a tensor) or probe_indices (dataset indices), not both.")
         check_probe_args(probe, probe_labels)
         self._probe: Probe | None = None
         if probe is not None:
             labels = probe_labels.reshape(-1).long().cpu() if probe_labels is not None else None
-            self._probe = Probe(probe.detach().cpu().clone(), labels)
+            masks = {k: m.detach().cpu().bool() for k, m in (probe_masks or {}).items()}
+            self._probe = Probe(probe.detach().cpu().clone(), labels, masks)
         self.every_n_epochs = every_n_epochs
         self.num_probe = num_probe
+        self.probe_indices = list(probe_indices) if probe_indices is not None else None
+        self.mask_keys = dict(mask_keys or {})
         self.mean, self.std = mean, std
         self.colormap, self.cell_size = colormap, cell_size
+        if alpha is not None:
+            self.alpha = alpha
         self.class_names = list(class_names) if class_names is not None else None
         self.input_key, self.label_key, self.unpack_batch = input_key, label_key, unpack_batch
         self.output_transform = output_transform
@@ -103,6 +140,7 @@ class ViewCallback(Callback):
             return
         if not self._is_due(trainer):
             return
+        self._prepare(trainer, pl_module)
         try:
             if self.uses_probe:
                 self._ensure_probe(trainer)
@@ -113,12 +151,17 @@ class ViewCallback(Callback):
     def state_dict(self) -> dict[str, Any]:
         if self._probe is None:
             return {}
-        return {"probe_images": self._probe.images, "probe_labels": self._probe.labels}
+        return {
+            "probe_images": self._probe.images,
+            "probe_labels": self._probe.labels,
+            "probe_masks": dict(self._probe.masks),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         images = state_dict.get("probe_images")
         if isinstance(images, Tensor):
-            self._probe = Probe(images.cpu(), state_dict.get("probe_labels"))
+            masks = {k: v.cpu() for k, v in dict(state_dict.get("probe_masks") or {}).items()}
+            self._probe = Probe(images.cpu(), state_dict.get("probe_labels"), masks)
 
     # ----------------------------------------------------------------------------------------- helpers
 
@@ -130,6 +173,9 @@ class ViewCallback(Callback):
         if self.uses_probe and trainer.enable_validation:
             self._ensure_probe(trainer)
 
+    def _prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Before each due run, outside the failure guard (what it raises stops the fit): nothing by default."""
+
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         raise NotImplementedError
 
@@ -138,18 +184,29 @@ class ViewCallback(Callback):
 
     def _ensure_probe(self, trainer: pl.Trainer) -> Probe:
         if self._probe is None:
-            loader = first_val_loader(trainer)
-            if loader is None:
-                raise ValueError(
-                    f"{type(self).__name__} found no validation data and no probe. Give the Trainer validation "
-                    "data, or pass probe=<[N, C, H, W] tensor>."
-                )
-            probe = probe_from_dataloader(
-                loader, self.num_probe, input_key=self.input_key, label_key=self.label_key, unpacker=self.unpack_batch
-            )
+            probe = self._read_probe(trainer)
             check_inputs(probe.images)
             self._probe = probe
         return self._probe
+
+    def _read_probe(self, trainer: pl.Trainer) -> Probe:
+        """The probe from the first validation dataloader: ``probe_indices`` or its first ``num_probe`` samples."""
+        loader = first_val_loader(trainer)
+        if loader is None:
+            raise ValueError(
+                f"{type(self).__name__} found no validation data and no probe. Give the Trainer validation data, or "
+                "pass probe=<[N, C, H, W] tensor>."
+            )
+        unpack: dict[str, Any] = {
+            "input_key": self.input_key,
+            "label_key": self.label_key,
+            "unpacker": self.unpack_batch,
+            "mask_keys": self.mask_keys,
+        }
+        if self.probe_indices is not None:
+            collate = getattr(loader, "collate_fn", None)
+            return probe_from_dataset(loader.dataset, self.probe_indices, collate_fn=collate, **unpack)
+        return probe_from_dataloader(loader, self.num_probe, owner=type(self).__name__, **unpack)
 
     def _class_name(self, index: int) -> str:
         names = self.class_names
@@ -171,3 +228,16 @@ class ViewCallback(Callback):
 
     def _fail(self, view: str, err: Exception, epoch: int) -> None:
         fail_softly(type(self).__name__, view, err, epoch, strict=self.strict, warned=self._warned)
+
+
+_VIEW_PARAMETERS = tuple(inspect.signature(ViewCallback.__init__).parameters)[1:]
+
+
+def view_arguments(values: Mapping[str, Any], *, skip: Collection[str] = ()) -> dict[str, Any]:
+    """The :class:`ViewCallback` arguments among a view constructor's ``locals()``, for ``super().__init__``.
+
+    A view's explicit signature uses the base's names for the base's arguments, so they are passed on by name; a
+    local variable of such a name set before the call passes a derived value, ``skip`` keeps a same-named argument of
+    the view's own (e.g. TCAV's ``alpha``, a significance level) away from the base.
+    """
+    return {k: values[k] for k in _VIEW_PARAMETERS if k in values and k not in skip}

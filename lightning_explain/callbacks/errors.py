@@ -3,64 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor
 
-from lightning_explain.callbacks._checks import check_positive_int
-from lightning_explain.callbacks._view import ViewCallback
-from lightning_explain.capture import preserve_model_state, preserve_rng, resolve_layer
-from lightning_explain.functional import (
-    ATTENTION_METHODS,
-    LAYER_METHODS,
-    METHODS,
-    canonical_methods,
-    default_layer,
-    explain,
-)
-from lightning_explain.functional.targets import logits_from_output
-from lightning_explain.probe import unpack_batch
+from lightning_explain.callbacks import _defaults as D
+from lightning_explain.callbacks._view import ViewCallback, layer_name, view_arguments
+from lightning_explain.capture import preserve_model_state
+from lightning_explain.checks import check_int, check_positive_int
+from lightning_explain.functional import ATTENTION_METHODS, LAYER_METHODS, METHODS, canonical_methods
+from lightning_explain.functional.predictions import first_logits, no_grad_logits, pair_maps, predicted_classes
+from lightning_explain.functional.targets import OutputTransform
+from lightning_explain.monitor import ConfusedExamples
+from lightning_explain.probe import BatchUnpacker, unpack_batch
 from lightning_explain.render import explanation_grid, to_display
 
-__all__ = ["ConfusedExamples", "ErrorAttribution"]
-
-
-@dataclass
-class ConfusedExamples:
-    """The wrong predictions with the highest confidence seen in one validation epoch, most confident first.
-
-    ``indices`` count samples of the first validation dataloader in the order they were seen (the dataset index
-    for a sequential sampler); ``confidence`` is the softmax probability of the (wrong) predicted class.
-    """
-
-    indices: Tensor
-    confidence: Tensor
-    labels: Tensor
-    predictions: Tensor
-    images: Tensor
-
-    @classmethod
-    def empty(cls) -> ConfusedExamples:
-        none = torch.zeros(0, dtype=torch.long)
-        return cls(none, torch.zeros(0), none, none, torch.zeros(0))
-
-    def merge(self, other: ConfusedExamples, k: int) -> ConfusedExamples:
-        """The ``k`` most confident of both."""
-        if self.indices.numel() == 0:
-            both = other
-        else:
-            both = ConfusedExamples(
-                *(torch.cat([a, b]) for a, b in zip(self.as_tuple(), other.as_tuple(), strict=True))
-            )
-        order = both.confidence.argsort(descending=True, stable=True)[:k]
-        return ConfusedExamples(*(t[order] for t in both.as_tuple()))
-
-    def as_tuple(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        return self.indices, self.confidence, self.labels, self.predictions, self.images
+__all__ = ["ErrorAttribution"]
 
 
 class ErrorAttribution(ViewCallback):
@@ -112,40 +72,24 @@ class ErrorAttribution(ViewCallback):
         max_rows: int = 8,
         top_k: int = 8,
         max_batches: int | None = 8,
-        num_probe: int = 16,
+        num_probe: int = D.NUM_PROBE,
         probe: Tensor | None = None,
         probe_labels: Tensor | None = None,
-        every_n_epochs: int = 1,
+        every_n_epochs: int = D.EVERY_N_EPOCHS,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
-        colormap: str = "jet",
-        alpha: float = 0.5,
-        cell_size: int = 128,
+        colormap: str = D.COLORMAP,
+        alpha: float = D.ALPHA,
+        cell_size: int = D.CELL_SIZE,
         class_names: Sequence[str] | None = None,
-        input_key: str = "image",
-        label_key: str = "label",
-        unpack_batch: Any = None,
-        output_transform: Any = None,
-        tag_prefix: str = "explain",
-        strict: bool = False,
+        input_key: str = D.INPUT_KEY,
+        label_key: str = D.LABEL_KEY,
+        unpack_batch: BatchUnpacker | None = None,
+        output_transform: OutputTransform = None,
+        tag_prefix: str = D.TAG_PREFIX,
+        strict: bool = D.STRICT,
     ) -> None:
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            num_probe=num_probe,
-            probe=probe,
-            probe_labels=probe_labels,
-            mean=mean,
-            std=std,
-            colormap=colormap,
-            cell_size=cell_size,
-            class_names=class_names,
-            input_key=input_key,
-            label_key=label_key,
-            unpack_batch=unpack_batch,
-            output_transform=output_transform,
-            tag_prefix=tag_prefix,
-            strict=strict,
-        )
+        super().__init__(**view_arguments(locals()))
         (method,) = canonical_methods(method)
         if method not in METHODS or method == "activations" or method in ATTENTION_METHODS:
             raise ValueError(
@@ -153,15 +97,12 @@ class ErrorAttribution(ViewCallback):
                 f"attention view); got {method!r}."
             )
         check_positive_int(max_rows=max_rows)
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-            raise ValueError(f"top_k must be an integer >= 0; got {top_k!r}.")
+        check_int("top_k", top_k, minimum=0)
         if max_batches is not None:
             check_positive_int(max_batches=max_batches)
         if probe is not None and probe_labels is None:
             raise ValueError("ErrorAttribution needs the true classes: pass probe_labels with the probe.")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1]; got {alpha}.")
-        self.target_layer, self.method, self.alpha = target_layer, method, alpha
+        self.target_layer, self.method = target_layer, method
         self.max_rows, self.top_k, self.max_batches = max_rows, top_k, max_batches
         #: The most confident wrong validation predictions of the last collected epoch.
         self.most_confused = ConfusedExamples.empty()
@@ -179,8 +120,7 @@ class ErrorAttribution(ViewCallback):
 
     def _setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.method in LAYER_METHODS:
-            target = default_layer(pl_module) if self.target_layer is None else self.target_layer
-            self._layer_name = resolve_layer(pl_module, target)[0]
+            self._layer_name = layer_name(pl_module, self.target_layer)
 
     # ----------------------------------------------------------------------------------------- collection
 
@@ -236,37 +176,18 @@ class ErrorAttribution(ViewCallback):
         start, self._seen = self._seen, self._seen + int(images.shape[0])
         if labels is None:
             return
-        logits = None
-        for candidate in (outputs.get("logits") if isinstance(outputs, dict) else outputs, captured):
-            try:
-                value = logits_from_output(candidate, self.output_transform) if candidate is not None else None
-            except (ValueError, TypeError):
-                value = None
-            if value is not None and value.shape[0] == images.shape[0]:
-                logits = value
-                break
+        logits = first_logits(
+            (outputs.get("logits") if isinstance(outputs, dict) else outputs, captured),
+            int(images.shape[0]),
+            self.output_transform,
+        )
         if logits is None:
             if self.max_batches is not None and self._extra_forwards >= self.max_batches:
                 return
             self._extra_forwards += 1
+            logits = no_grad_logits(pl_module, images, self.output_transform)
             self._captured = None
-            with preserve_rng(), torch.no_grad():
-                logits = logits_from_output(pl_module(images), self.output_transform)
-            self._captured = None
-        probs = logits.detach().float().softmax(dim=1)
-        confidence, predictions = probs.max(dim=1)
-        labels = labels.to(predictions.device)
-        wrong = torch.nonzero(predictions != labels).flatten()
-        if wrong.numel() == 0:
-            return
-        best = wrong[confidence[wrong].argsort(descending=True, stable=True)[: self.top_k]]
-        new = ConfusedExamples(
-            (best + start).cpu(),
-            confidence[best].cpu(),
-            labels[best].cpu(),
-            predictions[best].cpu(),
-            images[best.to(images.device)].detach().cpu().clone(),
-        )
+        new = ConfusedExamples.from_batch(logits, labels, images, start, self.top_k)
         self._candidates = self._candidates.merge(new, self.top_k)
 
     # ----------------------------------------------------------------------------------------- explanation
@@ -280,9 +201,9 @@ class ErrorAttribution(ViewCallback):
             )
         grids: dict[str, Tensor] = {}
         images = self._probe.images.to(pl_module.device)
-        with preserve_model_state(pl_module), torch.inference_mode(False), torch.no_grad():
-            predictions = logits_from_output(pl_module(images.clone()), self.output_transform).argmax(dim=1).cpu()
-        wrong = torch.nonzero(predictions != self._probe.labels).flatten()
+        with preserve_model_state(pl_module):
+            predictions = predicted_classes(pl_module, images, self.output_transform)
+        wrong = (predictions != self._probe.labels).nonzero().flatten()
         self._log(pl_module, {f"{self.tag_prefix}/errors/probe_error_rate": wrong.numel() / len(self._probe)})
         wrong = wrong[: self.max_rows]
         if wrong.numel():
@@ -308,19 +229,8 @@ class ErrorAttribution(ViewCallback):
 
     def pair_maps(self, pl_module: pl.LightningModule, images: Tensor, predicted: Tensor, true: Tensor) -> Tensor:
         """Maps ``[n, 2, H, W]``: for the predicted class, then the true class, from one pass over ``[x; x]``."""
-        targets = torch.cat([predicted, true]).to(images.device)
-        doubled = torch.cat([images, images])
         with preserve_model_state(pl_module):
-            out = explain(
-                pl_module,
-                doubled,
-                self._layer_name,
-                (self.method,),
-                targets,
-                output_transform=self.output_transform,
-            )[self.method]
-        n = images.shape[0]
-        return torch.stack([out[:n], out[n:]], dim=1)
+            return pair_maps(pl_module, images, self._layer_name, self.method, predicted, true, self.output_transform)
 
     def _grid(
         self, pl_module: pl.LightningModule, images: Tensor, predicted: Tensor, true: Tensor, rows: list[str]

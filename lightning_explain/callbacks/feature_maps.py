@@ -3,38 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import ExitStack
-from typing import Any
 
 import pytorch_lightning as pl
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_explain.callbacks._checks import check_positive_int
-from lightning_explain.callbacks._view import ViewCallback
-from lightning_explain.capture import default_conv_layer, preserve_model_state, record_layer, resolve_layer
-from lightning_explain.functional.context import grad_context, model_dtype
-from lightning_explain.functional.maps import normalize_maps
-from lightning_explain.render import colorize, compose_grid, to_display
+from lightning_explain.callbacks import _defaults as D
+from lightning_explain.callbacks._view import ViewCallback, view_arguments
+from lightning_explain.capture import default_conv_layer, preserve_model_state, resolve_layer
+from lightning_explain.checks import check_positive_int
+from lightning_explain.functional.feature_maps import feature_maps
+from lightning_explain.probe import BatchUnpacker
+from lightning_explain.render import to_display
+from lightning_explain.render_views import feature_map_grid
 
-__all__ = ["FeatureMaps", "feature_maps"]
-
-
-def feature_maps(model: nn.Module, inputs: Tensor, layers: Sequence[str], max_channels: int = 16) -> dict[str, Tensor]:
-    """The first ``max_channels`` channel maps of each layer, ``[B, k, h, w]`` fp32, from one no-grad forward.
-
-    Each map is min-max normalised on its own to [0, 1] (constant maps become 0).
-    """
-    recordings = {}
-    with grad_context(inputs.device), torch.no_grad(), ExitStack() as stack:
-        for name in layers:
-            _, module = resolve_layer(model, name)
-            recordings[name] = stack.enter_context(record_layer(module, name))
-        model(inputs.detach().clone().to(model_dtype(model)))
-    return {
-        name: normalize_maps(rec.feature_map()[:, :max_channels].detach().float()) for name, rec in recordings.items()
-    }
+__all__ = ["FeatureMaps"]
 
 
 class FeatureMaps(ViewCallback):
@@ -67,33 +49,20 @@ class FeatureMaps(ViewCallback):
         *,
         num_images: int = 2,
         max_channels: int = 16,
-        every_n_epochs: int = 1,
-        num_probe: int = 16,
+        every_n_epochs: int = D.EVERY_N_EPOCHS,
+        num_probe: int = D.NUM_PROBE,
         probe: Tensor | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         colormap: str = "viridis",
         cell_size: int = 64,
-        input_key: str = "image",
-        label_key: str = "label",
-        unpack_batch: Any = None,
-        tag_prefix: str = "explain",
-        strict: bool = False,
+        input_key: str = D.INPUT_KEY,
+        label_key: str = D.LABEL_KEY,
+        unpack_batch: BatchUnpacker | None = None,
+        tag_prefix: str = D.TAG_PREFIX,
+        strict: bool = D.STRICT,
     ) -> None:
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            num_probe=num_probe,
-            probe=probe,
-            mean=mean,
-            std=std,
-            colormap=colormap,
-            cell_size=cell_size,
-            input_key=input_key,
-            label_key=label_key,
-            unpack_batch=unpack_batch,
-            tag_prefix=tag_prefix,
-            strict=strict,
-        )
+        super().__init__(**view_arguments(locals()))
         check_positive_int(num_images=num_images, max_channels=max_channels)
         if isinstance(layers, str):
             layers = [layers]
@@ -123,11 +92,10 @@ class FeatureMaps(ViewCallback):
             maps = feature_maps(pl_module, images, self._layer_names, self.max_channels)
         self.latest_maps = {name: m.cpu() for name, m in maps.items()}
         display = to_display(images, self.mean, self.std)
-        size = tuple(display.shape[-2:])
-        grids = {}
-        for name, m in maps.items():
-            big = F.interpolate(m, size=size, mode="nearest")
-            columns = [display] + [colorize(big[:, j], self.colormap) for j in range(big.shape[1])]
-            captions = [[f"#{i}"] + [f"ch {j}" for j in range(big.shape[1])] for i in range(images.shape[0])]
-            grids[f"{self.tag_prefix}/feature_maps/{name}"] = compose_grid(columns, captions, cell_size=self.cell_size)
+        grids = {
+            f"{self.tag_prefix}/feature_maps/{name}": feature_map_grid(
+                display, m, colormap=self.colormap, cell_size=self.cell_size
+            )
+            for name, m in maps.items()
+        }
         self._write(trainer, grids)

@@ -2,44 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import pytorch_lightning as pl
-import torch
 from torch import Tensor, nn
 
-from lightning_explain.callbacks._checks import check_positive_int
+from lightning_explain.callbacks import _defaults as D
 from lightning_explain.callbacks._view import ViewCallback
 from lightning_explain.capture import resolve_layer
-from lightning_explain.render import compose_grid
+from lightning_explain.checks import check_positive_int
+from lightning_explain.render_views import filter_grid
 
-__all__ = ["FilterGrid", "filter_grid"]
-
-
-def filter_grid(
-    weight: Tensor, *, columns: int = 8, scale: Literal["layer", "filter"] = "layer", cell_size: int = 32
-) -> Tensor:
-    """Conv weights ``[O, I, kh, kw]`` (``I`` in {1, 3}) as one ``uint8`` ``[3, H, W]`` grid, ``columns`` filters a row.
-
-    ``scale="layer"`` maps the layer's smallest weight to black and its largest to white (filters comparable);
-    ``"filter"`` min-max scales each filter on its own. One input channel is shown in grey.
-    """
-    if weight.ndim != 4 or weight.shape[1] not in (1, 3):
-        raise ValueError(f"filter_grid needs conv weights [O, 1 or 3, kh, kw]; got {list(weight.shape)}.")
-    w = weight.detach().float()
-    dims = (1, 2, 3) if scale == "filter" else (0, 1, 2, 3)
-    low = w.amin(dim=dims, keepdim=True)
-    span = w.amax(dim=dims, keepdim=True) - low
-    w = torch.where(span > 0, (w - low) / span.clamp_min(1e-12), torch.full_like(w, 0.5))
-    if w.shape[1] == 1:
-        w = w.expand(-1, 3, -1, -1)
-    count = w.shape[0]
-    columns = min(columns, count)
-    rows = math.ceil(count / columns)
-    blank = torch.ones(rows * columns - count, *w.shape[1:], device=w.device)
-    cells = torch.cat([w, blank]).view(rows, columns, *w.shape[1:])
-    return compose_grid([cells[:, c] for c in range(columns)], cell_size=cell_size)
+__all__ = ["FilterGrid"]
 
 
 class FilterGrid(ViewCallback):
@@ -74,13 +48,13 @@ class FilterGrid(ViewCallback):
         self,
         layer: str | None = None,
         *,
-        every_n_epochs: int = 1,
+        every_n_epochs: int = D.EVERY_N_EPOCHS,
         max_filters: int = 64,
         columns: int = 8,
         scale: Literal["layer", "filter"] = "layer",
         cell_size: int = 32,
-        tag_prefix: str = "explain",
-        strict: bool = False,
+        tag_prefix: str = D.TAG_PREFIX,
+        strict: bool = D.STRICT,
     ) -> None:
         super().__init__(every_n_epochs=every_n_epochs, cell_size=cell_size, tag_prefix=tag_prefix, strict=strict)
         check_positive_int(max_filters=max_filters, columns=columns)

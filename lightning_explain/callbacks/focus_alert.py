@@ -17,6 +17,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
 
 from lightning_explain.callbacks.explain import ExplainCallback
+from lightning_explain.checks import check_int
 
 __all__ = ["FocusAlert"]
 
@@ -58,8 +59,7 @@ class FocusAlert(Callback):
         super().__init__()
         if mode not in ("below", "above"):
             raise ValueError(f"mode must be 'below' or 'above'; got {mode!r}.")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience must be an integer >= 1; got {patience!r}.")
+        check_int("patience", patience)
         if not math.isfinite(threshold):
             raise ValueError(f"threshold must be a finite number; got {threshold!r}.")
         self.monitor = monitor

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import pytorch_lightning as pl
 from torch import Tensor
 
-from lightning_explain.callbacks._checks import check_positive_int
-from lightning_explain.callbacks._view import ViewCallback
+from lightning_explain.callbacks import _defaults as D
+from lightning_explain.callbacks._view import ViewCallback, view_arguments
 from lightning_explain.capture import resolve_layer
+from lightning_explain.checks import check_positive_int, is_int
 from lightning_explain.functional.inversion import invert_features
+from lightning_explain.probe import BatchUnpacker
 from lightning_explain.render import compose_grid, to_display
 
 __all__ = ["FeatureInversion"]
@@ -60,32 +61,21 @@ class FeatureInversion(ViewCallback):
         bounds: tuple[float, float] | None = None,
         seed: int = 0,
         progress: bool | None = None,
-        num_probe: int = 16,
+        num_probe: int = D.NUM_PROBE,
         probe: Tensor | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
-        cell_size: int = 128,
-        input_key: str = "image",
-        label_key: str = "label",
-        unpack_batch: Any = None,
-        tag_prefix: str = "explain",
-        strict: bool = False,
+        cell_size: int = D.CELL_SIZE,
+        input_key: str = D.INPUT_KEY,
+        label_key: str = D.LABEL_KEY,
+        unpack_batch: BatchUnpacker | None = None,
+        tag_prefix: str = D.TAG_PREFIX,
+        strict: bool = D.STRICT,
     ) -> None:
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            num_probe=max(num_probe, max(image_indices, default=0) + 1),
-            probe=probe,
-            mean=mean,
-            std=std,
-            cell_size=cell_size,
-            input_key=input_key,
-            label_key=label_key,
-            unpack_batch=unpack_batch,
-            tag_prefix=tag_prefix,
-            strict=strict,
-        )
+        num_probe = max(num_probe, max(image_indices, default=0) + 1)  # the probe holds every chosen image
+        super().__init__(**view_arguments(locals()))
         check_positive_int(steps=steps)
-        if not image_indices or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in image_indices):
+        if not image_indices or not all(is_int(i, minimum=0) for i in image_indices):
             raise ValueError(f"image_indices must be probe indices >= 0; got {image_indices!r}.")
         if lr <= 0 or tv_weight < 0 or l2_weight < 0:
             raise ValueError(f"lr must be > 0 and tv_weight, l2_weight >= 0; got {lr}, {tv_weight}, {l2_weight}.")

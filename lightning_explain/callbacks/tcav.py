@@ -12,13 +12,15 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torch.utils.data.dataloader import default_collate
 
-from lightning_explain.callbacks._checks import check_positive_int
-from lightning_explain.callbacks._view import ViewCallback
+from lightning_explain.callbacks import _defaults as D
+from lightning_explain.callbacks._view import ViewCallback, view_arguments
 from lightning_explain.capture import preserve_model_state, preserve_rng, resolve_layer
+from lightning_explain.checks import check_int, check_positive_int, is_int
 from lightning_explain.functional.context import check_inputs
-from lightning_explain.functional.targets import logits_from_output
+from lightning_explain.functional.predictions import predicted_classes, split_by_class
+from lightning_explain.functional.targets import OutputTransform
 from lightning_explain.functional.tcav import TCAVScores, tcav
-from lightning_explain.probe import first_val_loader, probe_from_dataset, unpack_batch
+from lightning_explain.probe import BatchUnpacker, first_val_loader, probe_from_dataset, unpack_batch
 
 __all__ = ["ExampleSource", "TCAVCallback", "load_examples"]
 
@@ -106,7 +108,7 @@ class TCAVCallback(ViewCallback):
         random_examples: Tensor | Dataset[Any] | str | None = None,
         *,
         classes: Sequence[int] | None = None,
-        every_n_epochs: int = 1,
+        every_n_epochs: int = D.EVERY_N_EPOCHS,
         num_random: int = 5,
         set_size: int = 32,
         num_class_examples: int = 64,
@@ -116,34 +118,24 @@ class TCAVCallback(ViewCallback):
         seed: int = 0,
         batch_size: int = 64,
         class_names: Sequence[str] | None = None,
-        input_key: str = "image",
-        label_key: str = "label",
-        unpack_batch: Any = None,
-        output_transform: Any = None,
-        tag_prefix: str = "explain",
-        strict: bool = False,
+        input_key: str = D.INPUT_KEY,
+        label_key: str = D.LABEL_KEY,
+        unpack_batch: BatchUnpacker | None = None,
+        output_transform: OutputTransform = None,
+        tag_prefix: str = D.TAG_PREFIX,
+        strict: bool = D.STRICT,
     ) -> None:
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            num_probe=num_class_examples,
-            class_names=class_names,
-            input_key=input_key,
-            label_key=label_key,
-            unpack_batch=unpack_batch,
-            output_transform=output_transform,
-            tag_prefix=tag_prefix,
-            strict=strict,
-        )
+        num_probe = num_class_examples  # the probe is the class examples
+        super().__init__(**view_arguments(locals(), skip=("alpha",)))
         check_positive_int(set_size=set_size, cav_steps=cav_steps, batch_size=batch_size)
-        if isinstance(num_random, bool) or not isinstance(num_random, int) or num_random < 2:
-            raise ValueError(f"num_random must be an integer >= 2 (the t-test needs two runs); got {num_random!r}.")
+        check_int("num_random", num_random, minimum=2, why=" (the t-test needs two runs)")
         if not isinstance(concepts, Mapping) or not concepts:
             raise ValueError("concepts must be a non-empty dict: concept name -> tensor, dataset or import path.")
         if not 0.0 < alpha < 1.0:
             raise ValueError(f"alpha must lie in (0, 1); got {alpha}.")
         if cav_method not in ("logistic", "mean_difference"):
             raise ValueError(f"cav_method must be 'logistic' or 'mean_difference'; got {cav_method!r}.")
-        if classes is not None and any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in classes):
+        if classes is not None and not all(is_int(c, minimum=0) for c in classes):
             raise ValueError(f"classes must be class indices >= 0; got {classes!r}.")
         self.layer, self.concepts, self.random_examples = layer, dict(concepts), random_examples
         self.classes = list(classes) if classes is not None else None
@@ -217,10 +209,9 @@ class TCAVCallback(ViewCallback):
         with preserve_model_state(pl_module):
             labels = self._probe.labels
             if labels is None:  # no labels: the model's own predictions pick each class's inputs
-                with torch.inference_mode(False), torch.no_grad():
-                    labels = logits_from_output(pl_module(images.clone()), self.output_transform).argmax(1).cpu()
+                labels = predicted_classes(pl_module, images, self.output_transform)
             classes = self.classes if self.classes is not None else sorted(set(labels.tolist()))
-            class_inputs = {k: images[labels.to(device) == k] for k in classes}
+            class_inputs = split_by_class(images, labels, classes)
             missing = [k for k, x in class_inputs.items() if x.shape[0] == 0]
             if missing:
                 raise ValueError(

@@ -1,4 +1,5 @@
-"""Argument checks shared by every callback's ``__init__``: messages name the argument, the rule and the value."""
+"""Argument checks shared by every callback's ``__init__`` and the pipeline: messages name the argument, the rule and
+the value. No Lightning import (anything under ``lightning_explain.callbacks`` imports Lightning)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,29 @@ from torch import Tensor
 from lightning_explain.functional.context import check_inputs
 from lightning_explain.render import valid_colormap
 
-__all__ = ["check_display", "check_positive_int", "check_probe_args", "fail_softly"]
+__all__ = ["check_display", "check_int", "check_positive_int", "check_probe_args", "fail_softly", "is_int"]
+
+
+def is_int(value: Any, minimum: int = 1) -> bool:
+    """Whether ``value`` is an ``int`` (``bool`` excluded) of at least ``minimum``.
+
+    Example:
+        >>> is_int(3), is_int(0), is_int(0, minimum=0), is_int(True), is_int(2.0)
+        (True, False, True, False, False)
+    """
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def check_int(arg: str, value: Any, minimum: int = 1, why: str = "") -> None:
+    """Raise ``"<arg> must be an integer >= <minimum><why>; got <value>."`` unless :func:`is_int` holds."""
+    if not is_int(value, minimum):
+        raise ValueError(f"{arg} must be an integer >= {minimum}{why}; got {value!r}.")
 
 
 def check_positive_int(**values: Any) -> None:
     """Raise a ValueError naming the argument unless each value is an ``int >= 1``."""
     for arg, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{arg} must be an integer >= 1; got {value!r}.")
+        check_int(arg, value)
 
 
 def check_display(

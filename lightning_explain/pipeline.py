@@ -1,0 +1,249 @@
+"""What :class:`~lightning_explain.ExplainCallback` does with the probe each explained epoch, without Lightning.
+
+The callback decides *when* and *where*; this module says *what*, as plain functions:
+
+1. :func:`split_method_options` splits ``method_options`` into each method's schedule and its own options;
+2. :func:`due_groups` picks the methods due at an epoch, grouped by how many probe images they explain (one
+   :func:`~lightning_explain.functional.explain` call per group), largest group first;
+3. :func:`merge_results` joins the groups' :class:`~lightning_explain.functional.engine.ExplainResult`;
+4. :func:`score_maps` turns the maps into per-image focus and drift values (through
+   :class:`~lightning_explain.monitor.MapMetrics`);
+5. :func:`render_probe`, :func:`view_maps` and :func:`view_grid` build one grid per view, :func:`layout_json`
+   says where each probe image's row lies in each grid.
+
+Example:
+    >>> schedule, options = split_method_options(("gradcam", "smoothgrad"), {"smoothgrad": {"samples": 4}}, 1)
+    >>> schedule
+    {'gradcam': (1, None), 'smoothgrad': (1, 4)}
+    >>> due_groups(("gradcam", "smoothgrad"), schedule, epoch=3, probe_size=16)
+    [(None, ['gradcam']), (4, ['smoothgrad'])]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lightning_explain.checks import check_int
+from lightning_explain.functional import EXPENSIVE_METHODS, METHOD_OPTIONS, canonical_methods, check_options
+from lightning_explain.functional.engine import ExplainResult
+from lightning_explain.functional.targets import Targets
+from lightning_explain.monitor import MapMetrics
+from lightning_explain.probe import Probe
+from lightning_explain.render import explanation_grid, grid_layout, to_display
+
+__all__ = [
+    "EXPENSIVE_MAX_IMAGES",
+    "SCHEDULE_OPTIONS",
+    "STRIP_IMAGES",
+    "STRIP_VIEWS",
+    "TARGET_MODES",
+    "Schedule",
+    "check_probe_masks",
+    "due_groups",
+    "layout_json",
+    "merge_results",
+    "probe_targets",
+    "render_probe",
+    "row_captions",
+    "score_maps",
+    "split_method_options",
+    "view_grid",
+    "view_maps",
+    "views",
+]
+
+#: The targets modes besides a class index.
+TARGET_MODES = ("predicted", "label")
+#: Per-method schedule options, besides each method's own (``METHOD_OPTIONS``).
+SCHEDULE_OPTIONS = frozenset({"every_n_epochs", "max_images"})
+#: Probe images an expensive method explains unless ``method_options`` says otherwise.
+EXPENSIVE_MAX_IMAGES = 4
+#: Extra views of the ``attention`` method (one column per head / per layer) and their column captions.
+STRIP_VIEWS = {"attention_heads": "head", "attention_layers": "layer"}
+#: Probe images shown in those views.
+STRIP_IMAGES = 4
+
+#: Per method: ``(every_n_epochs, max_images or None)``.
+Schedule = dict[str, tuple[int, int | None]]
+
+
+def split_method_options(
+    methods: tuple[str, ...], options: Mapping[str, Mapping[str, Any]] | None, every_n_epochs: int
+) -> tuple[Schedule, dict[str, dict[str, Any]]]:
+    """``method_options`` -> (schedule per method: (every_n_epochs, max_images or None), functional options)."""
+    chosen = {canonical_methods(m)[0]: dict(o) for m, o in (options or {}).items()}
+    stray = sorted(set(chosen) - set(methods))
+    if stray:
+        raise ValueError(f"method_options names {stray}, which are not in methods={list(methods)}.")
+    schedule: Schedule = {}
+    functional: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        opts = chosen.get(method, {})
+        own = METHOD_OPTIONS.get(method, frozenset())
+        unknown = set(opts) - SCHEDULE_OPTIONS - own
+        if unknown:
+            allowed = sorted(SCHEDULE_OPTIONS | own)
+            raise ValueError(f"method_options[{method!r}] has unknown keys {sorted(unknown)}; allowed: {allowed}.")
+        every = opts.pop("every_n_epochs", every_n_epochs)
+        limit = opts.pop("max_images", EXPENSIVE_MAX_IMAGES if method in EXPENSIVE_METHODS else None)
+        for name, value in (("every_n_epochs", every), ("max_images", limit)):
+            if value is not None:
+                check_int(f"method_options[{method!r}][{name!r}]", value)
+        schedule[method] = (every, limit)
+        if opts:
+            functional[method] = check_options({method: opts})[method]
+    return schedule, functional
+
+
+def due_groups(
+    methods: Sequence[str], schedule: Schedule, epoch: int | None, probe_size: int
+) -> list[tuple[int | None, list[str]]]:
+    """The methods due at ``epoch`` (None: all, e.g. under ``validate()``), grouped by ``max_images``.
+
+    Largest group first: its logits and targets give the captions of every grid.
+    """
+    groups: dict[int | None, list[str]] = {}
+    for method in methods:
+        every, limit = schedule[method]
+        if epoch is None or epoch % every == 0:
+            groups.setdefault(limit, []).append(method)
+    return sorted(groups.items(), key=lambda kv: -(kv[0] or probe_size))
+
+
+def check_probe_masks(probe: Probe) -> None:
+    """Each mask of the probe is ``[N, H, W]``, the size of the probe images."""
+    size = tuple(probe.images.shape[-2:])
+    for name, mask in probe.masks.items():
+        if tuple(mask.shape) != (len(probe), *size):
+            raise ValueError(
+                f"the probe's {name} masks have shape {list(mask.shape)}; they must be [N, H, W] = "
+                f"{[len(probe), *size]}, the size of the probe images."
+            )
+
+
+def probe_targets(mode: str | int, probe: Probe, limit: int | None, device: torch.device) -> Targets:
+    """What :func:`~lightning_explain.functional.explain` explains: None (predicted), the labels, or a class."""
+    if mode == "predicted":
+        return None
+    if mode == "label":
+        assert probe.labels is not None
+        return probe.labels[:limit].to(device)
+    assert isinstance(mode, int), mode
+    return mode
+
+
+def merge_results(results: Sequence[ExplainResult]) -> ExplainResult:
+    """One result from the groups' results, largest group first: each field from the first result that has it."""
+    maps: dict[str, Tensor] = {}
+    for result in results:
+        for method, value in result.maps.items():
+            maps.setdefault(method, value)
+
+    def first(name: str) -> Tensor | None:
+        return next((getattr(r, name) for r in results if getattr(r, name) is not None), None)
+
+    return ExplainResult(
+        maps,
+        results[0].logits,
+        results[0].targets,
+        activation_channels=first("activation_channels"),
+        attention_heads=first("attention_heads"),
+        attention_layers=first("attention_layers"),
+    )
+
+
+def score_maps(
+    metrics: MapMetrics, result: ExplainResult, methods: Sequence[str], masks: Mapping[str, Tensor], prefix: str
+) -> tuple[dict[str, Tensor], list[str]]:
+    """Per-image focus and drift values of every single-map method, keyed by logged tag; and those methods."""
+    per_image: dict[str, Tensor] = {}
+    scored = [m for m in methods if m != "activations"]
+    for method in scored:
+        n = result[method].shape[0]
+        values = metrics.update(method, result[method], {name: mask[:n] for name, mask in masks.items()})
+        per_image.update({f"{prefix}/{method}/{name}": v for name, v in values.items()})
+    return per_image, scored
+
+
+def row_captions(
+    predictions: Sequence[int], labels: Sequence[int] | None, class_name: Callable[[int], str]
+) -> list[str]:
+    """``"#i y=<label> p=<prediction>"`` per explained probe image (no ``y=`` without labels).
+
+    Example:
+        >>> row_captions([1, 0], [1, 1], lambda k: ["cat", "dog"][k])
+        ['#0 y=dog p=dog', '#1 y=dog p=cat']
+    """
+    truth: Sequence[int | None] = labels[: len(predictions)] if labels is not None else [None] * len(predictions)
+    return [
+        f"#{i} " + (f"y={class_name(y)} " if y is not None else "") + f"p={class_name(p)}"
+        for i, (y, p) in enumerate(zip(truth, predictions, strict=True))
+    ]
+
+
+def render_probe(
+    probe: Probe,
+    logits: Tensor,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    class_name: Callable[[int], str],
+) -> tuple[Tensor, list[str]]:
+    """The probe as display images on the logits' device, and each row's caption."""
+    display = to_display(probe.images.to(logits.device), mean, std)
+    labels = probe.labels.tolist() if probe.labels is not None else None
+    return display, row_captions(logits.argmax(dim=1).tolist(), labels, class_name)
+
+
+def views(methods: Sequence[str], result: ExplainResult) -> list[str]:
+    """The grids of one epoch: each method with a map, then the attention strips the result holds."""
+    return [m for m in methods if m in result] + [v for v in STRIP_VIEWS if getattr(result, v) is not None]
+
+
+def view_maps(result: ExplainResult, view: str) -> Tensor:
+    """The maps a view's grid shows: a method's map, or an attention strip of the first ``STRIP_IMAGES`` images."""
+    if view in STRIP_VIEWS:
+        strip: Tensor | None = getattr(result, view)
+        assert strip is not None
+        return strip[:STRIP_IMAGES]
+    return result[view]
+
+
+def view_grid(
+    view: str,
+    maps: Tensor,
+    display: Tensor,
+    rows: Sequence[str],
+    result: ExplainResult,
+    *,
+    alpha: float,
+    colormap: str,
+    cell_size: int,
+) -> Tensor:
+    """One view's grid (see :func:`~lightning_explain.render.explanation_grid`), with its column captions."""
+    n = maps.shape[0]
+    columns = None
+    if view == "activations" and result.activation_channels is not None:
+        columns = [[f"ch {c}" for c in row] for row in result.activation_channels.tolist()]
+    elif view in STRIP_VIEWS:
+        columns = [[f"{STRIP_VIEWS[view]} {j}" for j in range(maps.shape[1])]] * n
+    return explanation_grid(
+        display[:n], maps, rows[:n], column_captions=columns, alpha=alpha, colormap=colormap, cell_size=cell_size
+    )
+
+
+def layout_json(grids: Mapping[str, Tensor], image_size: Sequence[int], cell_size: int, epoch: int, step: int) -> str:
+    """JSON that says where each probe image's row lies in each grid (the HTML report cuts rows with it)."""
+    layouts = {tag: grid_layout(grid.shape[-2:], image_size, cell_size) for tag, grid in grids.items()}
+    return json.dumps(
+        {
+            "epoch": epoch,
+            "step": step,
+            "grids": {tag: dataclasses.asdict(lay) for tag, lay in layouts.items() if lay is not None},
+        }
+    )
