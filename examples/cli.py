@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import pytorch_lightning as pl
-from pytorch_lightning.cli import LightningCLI
+try:  # the unified package (import lightning as L), else pytorch_lightning: the callbacks work with either
+    import lightning.pytorch as pl
+    from lightning.pytorch.cli import LightningCLI
+except ImportError:
+    import pytorch_lightning as pl  # type: ignore[no-redef]
+    from pytorch_lightning.cli import LightningCLI  # type: ignore[assignment]
 
 
 def cli(args: Sequence[str] | None = None, *, run: bool = True) -> LightningCLI:

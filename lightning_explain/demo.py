@@ -31,17 +31,20 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from lightning_explain import ExplainCallback, FocusAlert, TCAVCallback
+from lightning_explain._lightning import NAMESPACES, Callback
 from lightning_explain.data import ShortcutShapes, ShortcutShapesDataModule, cue_concept_images
 from lightning_explain.data.shortcut_shapes import CLASS_NAMES
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+else:  # the unified ``lightning`` package when it is installed, else ``pytorch_lightning``
+    pl = NAMESPACES[-1]
 
 
 class SmallCNN(pl.LightningModule):
@@ -204,7 +207,7 @@ def train(
     recorder = Recorder(FOCUS_KEY, DRIFT_KEY, [f"explain/tcav/cue_{n}/{n}/score" for n in names])
     trainer = pl.Trainer(
         max_epochs=epochs,
-        logger=TensorBoardLogger(str(out), name=name, version=f"seed{seed}"),
+        logger=pl.loggers.TensorBoardLogger(str(out), name=name, version=f"seed{seed}"),
         callbacks=[explain, tcav, ConflictAccuracy(conflict), alert, recorder],
         accelerator="cpu",
         devices=1,

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 
+from lightning_explain._lightning import Callback, is_fitting
 from lightning_explain.callbacks import _defaults as D
 from lightning_explain.capture import resolve_layer
 from lightning_explain.checks import check_display, check_positive_int, check_probe_args, fail_softly
@@ -34,6 +32,9 @@ from lightning_explain.probe import (
     probe_from_dataset,
 )
 from lightning_explain.sinks import ImageSink
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["ViewCallback", "layer_name", "view_arguments"]
 
@@ -180,7 +181,7 @@ class ViewCallback(Callback):
         raise NotImplementedError
 
     def _is_due(self, trainer: pl.Trainer) -> bool:
-        return trainer.state.fn != TrainerFn.FITTING or trainer.current_epoch % self.every_n_epochs == 0
+        return not is_fitting(trainer) or trainer.current_epoch % self.every_n_epochs == 0
 
     def _ensure_probe(self, trainer: pl.Trainer) -> Probe:
         if self._probe is None:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
-from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor
 
 from lightning_explain.callbacks import _defaults as D
@@ -19,6 +17,9 @@ from lightning_explain.functional.targets import OutputTransform
 from lightning_explain.monitor import ConfusedExamples
 from lightning_explain.probe import BatchUnpacker, unpack_batch
 from lightning_explain.render import explanation_grid, to_display
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["ErrorAttribution"]
 
@@ -215,7 +216,7 @@ class ErrorAttribution(ViewCallback):
                 [f"#{i}" for i in wrong.tolist()],
             )
         confused = self.most_confused
-        if self.top_k and confused.indices.numel() and trainer.state.fn in (TrainerFn.FITTING, TrainerFn.VALIDATING):
+        if self.top_k and confused.indices.numel() and trainer.state.fn in ("fit", "validate"):
             self._log(pl_module, {f"{self.tag_prefix}/errors/max_wrong_confidence": float(confused.confidence[0])})
             rows = [
                 f"val #{i} {c:.2f}"

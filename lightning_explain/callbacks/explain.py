@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
-from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 
+from lightning_explain._lightning import is_fitting
 from lightning_explain.callbacks import _defaults as D
 from lightning_explain.callbacks._view import ViewCallback, layer_name, view_arguments
 from lightning_explain.capture import preserve_model_state
@@ -43,6 +42,9 @@ from lightning_explain.pipeline import (
 from lightning_explain.probe import BatchUnpacker, check_probe
 from lightning_explain.render import nonfinite_rows
 from lightning_explain.sinks import scalar_layout
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["ExplainCallback"]
 
@@ -240,7 +242,7 @@ class ExplainCallback(ViewCallback):
 
     def _due(self, trainer: pl.Trainer) -> list[tuple[int | None, list[str]]]:
         """Methods due this epoch, grouped by how many probe images they explain (one ``explain`` call each)."""
-        epoch = trainer.current_epoch if trainer.state.fn == TrainerFn.FITTING else None
+        epoch = trainer.current_epoch if is_fitting(trainer) else None
         return due_groups(self.methods, self._schedule, epoch, len(self._probe or []))
 
     def _prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

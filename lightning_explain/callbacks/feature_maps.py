@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import pytorch_lightning as pl
 from torch import Tensor, nn
 
 from lightning_explain.callbacks import _defaults as D
@@ -15,6 +15,9 @@ from lightning_explain.functional.feature_maps import feature_maps
 from lightning_explain.probe import BatchUnpacker
 from lightning_explain.render import to_display
 from lightning_explain.render_views import feature_map_grid
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["FeatureMaps"]
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pytorch_lightning as pl
 from torch import Tensor, nn
 
 from lightning_explain.callbacks import _defaults as D
@@ -12,6 +11,9 @@ from lightning_explain.callbacks._view import ViewCallback
 from lightning_explain.capture import resolve_layer
 from lightning_explain.checks import check_positive_int
 from lightning_explain.render_views import filter_grid
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["FilterGrid"]
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.trainer.states import TrainerFn
-
+from lightning_explain._lightning import Callback, is_fitting
 from lightning_explain.callbacks.explain import ExplainCallback
 from lightning_explain.checks import check_int
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["FocusAlert"]
 
@@ -81,7 +81,7 @@ class FocusAlert(Callback):
         return value < self.threshold if self.mode == "below" else value > self.threshold
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+        if trainer.sanity_checking or not is_fitting(trainer):
             return
         stop = False
         if trainer.is_global_zero:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import pytorch_lightning as pl
 from torch import Tensor
 
 from lightning_explain.callbacks import _defaults as D
@@ -14,6 +14,9 @@ from lightning_explain.checks import check_positive_int, is_int
 from lightning_explain.functional.inversion import invert_features
 from lightning_explain.probe import BatchUnpacker
 from lightning_explain.render import compose_grid, to_display
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["FeatureInversion"]
 

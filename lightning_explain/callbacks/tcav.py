@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -21,6 +20,9 @@ from lightning_explain.functional.predictions import predicted_classes, split_by
 from lightning_explain.functional.targets import OutputTransform
 from lightning_explain.functional.tcav import TCAVScores, tcav
 from lightning_explain.probe import BatchUnpacker, first_val_loader, probe_from_dataset, unpack_batch
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["ExampleSource", "TCAVCallback", "load_examples"]
 

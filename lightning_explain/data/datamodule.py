@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
+from lightning_explain._lightning import LightningDataModule
 from lightning_explain.data.shortcut_shapes import Sample, ShortcutShapes, check_int, check_probability
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = ["ShortcutShapesDataModule"]
 
 
-class ShortcutShapesDataModule(pl.LightningDataModule):
+class ShortcutShapesDataModule(LightningDataModule):
     """Train and validation :class:`ShortcutShapes` sets, e.g. a reliable cue in training and none in val.
 
     The training set uses seed ``2 * seed`` and the validation set ``2 * seed + 1``, so they never share
