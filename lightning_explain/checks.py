@@ -62,11 +62,11 @@ def check_display(
         raise ValueError(f"cell_size must be >= {min_cell_size} pixels; got {cell_size}.")
 
 
-def check_probe_args(probe: Tensor | None, probe_labels: Tensor | None) -> None:
-    """An explicit probe: float images ``[N, C, H, W]``, and at most one label per image."""
+def check_probe_args(probe: Tensor | None, probe_labels: Tensor | None, *, integer_ok: bool = False) -> None:
+    """An explicit probe: float (with ``integer_ok`` also integer) images ``[N, C, H, W]``, at most one label each."""
     if probe is None:
         return
-    check_inputs(probe)
+    check_inputs(probe, integer_ok=integer_ok)
     if probe_labels is not None and probe_labels.reshape(-1).shape[0] != probe.shape[0]:
         raise ValueError(f"probe_labels has {probe_labels.numel()} entries for {probe.shape[0]} images.")
 

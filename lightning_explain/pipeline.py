@@ -27,12 +27,20 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from lightning_explain.capture import preserve_model_state
 from lightning_explain.checks import check_int
-from lightning_explain.functional import EXPENSIVE_METHODS, METHOD_OPTIONS, canonical_methods, check_options
-from lightning_explain.functional.engine import ExplainResult
-from lightning_explain.functional.targets import Targets
+from lightning_explain.functional import (
+    EXPENSIVE_METHODS,
+    LAYER_METHODS,
+    METHOD_OPTIONS,
+    canonical_methods,
+    check_options,
+)
+from lightning_explain.functional.engine import PIXEL_METHODS, ExplainResult
+from lightning_explain.functional.target_layer import LayerChoice, locate_layer
+from lightning_explain.functional.targets import OutputTransform, Targets
 from lightning_explain.monitor import MapMetrics
 from lightning_explain.probe import Probe
 from lightning_explain.render import explanation_grid, grid_layout, to_display
@@ -155,6 +163,7 @@ def merge_results(results: Sequence[ExplainResult]) -> ExplainResult:
         activation_channels=first("activation_channels"),
         attention_heads=first("attention_heads"),
         attention_layers=first("attention_layers"),
+        predicted=first("predicted"),
     )
 
 
@@ -172,32 +181,49 @@ def score_maps(
 
 
 def row_captions(
-    predictions: Sequence[int], labels: Sequence[int] | None, class_name: Callable[[int], str]
+    predictions: Sequence[int],
+    labels: Sequence[int] | None,
+    class_name: Callable[[int], str],
+    explained: Sequence[int] | None = None,
 ) -> list[str]:
-    """``"#i y=<label> p=<prediction>"`` per explained probe image (no ``y=`` without labels).
+    """``"#i y=<label> p=<prediction>"`` per explained probe image (no ``y=`` without labels), and ``" map=<class>"``
+    where the maps explain another class than the prediction (``targets="label"`` or a class index).
 
     Example:
         >>> row_captions([1, 0], [1, 1], lambda k: ["cat", "dog"][k])
         ['#0 y=dog p=dog', '#1 y=dog p=cat']
+        >>> row_captions([1, 0], None, lambda k: ["cat", "dog"][k], explained=[1, 1])
+        ['#0 p=dog', '#1 p=cat map=dog']
     """
     truth: Sequence[int | None] = labels[: len(predictions)] if labels is not None else [None] * len(predictions)
+    targets = list(explained[: len(predictions)]) if explained is not None else list(predictions)
     return [
-        f"#{i} " + (f"y={class_name(y)} " if y is not None else "") + f"p={class_name(p)}"
-        for i, (y, p) in enumerate(zip(truth, predictions, strict=True))
+        f"#{i} "
+        + (f"y={class_name(y)} " if y is not None else "")
+        + f"p={class_name(p)}"
+        + (f" map={class_name(t)}" if 0 <= t != p else "")
+        for i, (y, p, t) in enumerate(zip(truth, predictions, targets, strict=True))
     ]
+
+
+def predictions_of(result: ExplainResult) -> list[int]:
+    """The predicted class per image of ``result`` (the class covering most pixels for a dense output)."""
+    predicted = result.predicted if result.predicted is not None else result.logits.argmax(dim=1)
+    return [int(p) for p in predicted.tolist()]
 
 
 def render_probe(
     probe: Probe,
-    logits: Tensor,
+    result: ExplainResult,
     mean: Sequence[float] | None,
     std: Sequence[float] | None,
     class_name: Callable[[int], str],
 ) -> tuple[Tensor, list[str]]:
-    """The probe as display images on the logits' device, and each row's caption."""
-    display = to_display(probe.images.to(logits.device), mean, std)
+    """The probe as display images on the result's device, and each row's caption (it names the class explained
+    when that is not the prediction)."""
+    display = to_display(probe.images.to(result.logits.device), mean, std)
     labels = probe.labels.tolist() if probe.labels is not None else None
-    return display, row_captions(logits.argmax(dim=1).tolist(), labels, class_name)
+    return display, row_captions(predictions_of(result), labels, class_name, result.targets.tolist())
 
 
 def views(methods: Sequence[str], result: ExplainResult) -> list[str]:
@@ -247,3 +273,50 @@ def layout_json(grids: Mapping[str, Tensor], image_size: Sequence[int], cell_siz
             "grids": {tag: dataclasses.asdict(lay) for tag, lay in layouts.items() if lay is not None},
         }
     )
+
+
+def flat_layer_maps(result: ExplainResult) -> list[str]:
+    """The layer methods of ``result`` whose map is flat (constant, so all zeros once normalised) or not finite for
+    every image: the score does not depend on that layer yet, or the CAM's ReLU removed all of it."""
+    flat = []
+    for method, maps in result.maps.items():
+        if method in LAYER_METHODS and method != "activations":
+            cells = maps.flatten(1)
+            bad = ~torch.isfinite(cells).all(dim=1) | (cells.amax(dim=1) - cells.amin(dim=1) <= 0)
+            if bool(bad.all()):
+                flat.append(method)
+    return flat
+
+
+def integer_skips(methods: Sequence[str], images: Tensor) -> tuple[tuple[str, ...], str | None]:
+    """For integer (``uint8``) probe images: the methods that can still run, and why the others are skipped."""
+    if images.is_floating_point():
+        return tuple(methods), None
+    skipped = [m for m in methods if m in PIXEL_METHODS]
+    kept = tuple(m for m in methods if m not in PIXEL_METHODS)
+    if not skipped:
+        return kept, None
+    return kept, (
+        f"the probe images have dtype {images.dtype} (the model converts them itself), so {skipped} are skipped: "
+        "they differentiate or perturb the image itself and need floating-point images. The layer and attention "
+        "methods run on the images as given. Convert the images in the dataset transform to get the others."
+    )
+
+
+def flat_warning(flat: Sequence[str], layer: LayerChoice, epoch: int) -> str:
+    """The one warning for maps that stay flat: which, where, why it happens and what to try."""
+    return (
+        f"ExplainCallback: the {list(flat)} maps are flat or not finite for every probe image at epoch {epoch} on "
+        f"layer {layer.describe()}. The score does not depend on that layer's output yet (a zero-initialised "
+        "branch, a class-token read-out) or the CAM's ReLU removes it all. If it stays flat, pass "
+        "target_layer=<a later block: after the residual add, before global pooling>."
+    )
+
+
+def find_layer(
+    model: nn.Module, probe: Probe, targets: str | int, device: torch.device, output_transform: OutputTransform
+) -> LayerChoice:
+    """:func:`~lightning_explain.functional.locate_layer` on the first two probe images, the model's state kept."""
+    with preserve_model_state(model):
+        chosen = probe_targets(targets, probe, 2, device)
+        return locate_layer(model, probe.images[:2].to(device), chosen, output_transform=output_transform)

@@ -23,6 +23,7 @@ __all__ = [
     "BatchUnpacker",
     "Probe",
     "check_probe",
+    "dataset_class_names",
     "first_val_loader",
     "masks_from_batch",
     "probe_from_dataloader",
@@ -256,6 +257,25 @@ def check_probe(images: Tensor, mean: Sequence[float] | None = None, std: Sequen
                 UserWarning,
                 stacklevel=3,
             )
+
+
+def dataset_class_names(dataset: Any) -> list[str] | None:
+    """The class names a dataset declares (``classes`` of ImageFolder, CIFAR, MNIST...), also through ``Subset``.
+
+    Example:
+        >>> class Folder:
+        ...     classes = ["cat", "dog"]
+        >>> dataset_class_names(torch.utils.data.Subset(Folder(), [0]))
+        ['cat', 'dog']
+    """
+    for _ in range(4):  # Subset of a Subset of ...
+        classes = getattr(dataset, "classes", None)
+        if isinstance(classes, (list, tuple)) and classes and all(isinstance(c, str) for c in classes):
+            return list(classes)
+        dataset = getattr(dataset, "dataset", None)
+        if dataset is None:
+            return None
+    return None
 
 
 def first_val_loader(trainer: Any) -> Any | None:

@@ -17,7 +17,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from lightning_explain import ExplainCallback
+from lightning_explain import ExplainCallback, FeatureInversion
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -206,7 +206,7 @@ CASES = [
         "TypeError",
         "inputs have dtype torch.uint8; gradient maps need floating-point images. Convert them in the dataset "
         "transform (e.g. torchvision.transforms.v2.ToDtype(torch.float32, scale=True)) or pass a float probe.",
-        lambda p: ExplainCallback(probe=torch.zeros(2, 3, 8, 8, dtype=torch.uint8)),
+        lambda p: FeatureInversion("features.3", probe=torch.zeros(2, 3, 8, 8, dtype=torch.uint8)),
     ),
     Case(
         "nan_in_probe_images",

@@ -331,15 +331,22 @@ def test_probe_larger_than_validation_set_uses_what_there_is(tmp_path):
     assert grid.shape[0] == 5 * ROW + 2
 
 
-def test_integer_images_fail_at_setup(tmp_path):
-    ds = TensorDataset(torch.randint(0, 255, (8, 3, 16, 16), dtype=torch.uint8), torch.randint(0, 3, (8,)))
+def test_default_layer_is_found_on_the_probe_and_reported(tmp_path, caplog):
+    """target_layer=None: the layer is found by running the model (TinyCNN's feature stage, not a conv inside
+    it), kept in layer_choice, printed once and logged as TensorBoard text; the maps are that layer's Grad-CAM."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    class UInt8Model(TinyCNN):
-        def forward(self, x):
-            return super().forward(x.float() / 255)
-
-    with pytest.raises(TypeError, match=r"dtype torch.uint8.*ToDtype"):
-        _fit(tmp_path, ExplainCallback(), model=UInt8Model(), loaders=(DataLoader(ds), DataLoader(ds)))
+    cb = ExplainCallback(num_probe=2, methods=("gradcam",))
+    with caplog.at_level("INFO"):
+        t, _ = _fit(tmp_path, cb)
+    assert cb.layer_choice is not None and cb.layer_choice.name == "features"
+    assert cb.layer_choice.layout.describe() == "nchw [B, C, 8, 8]"
+    said = [r.getMessage() for r in caplog.records if "ExplainCallback explains layer" in r.getMessage()]
+    assert said == ["ExplainCallback explains layer 'features' (nchw [B, C, 8, 8]): " + cb.layer_choice.reason + "."]
+    acc = EventAccumulator(t.logger.log_dir, size_guidance={"tensors": 0})
+    acc.Reload()
+    (text,) = acc.Tensors("explain/layer/text_summary")
+    assert text.tensor_proto.string_val[0].decode() == said[0]
 
 
 def test_model_output_that_is_not_logits_names_output_transform(tmp_path):

@@ -247,6 +247,11 @@ def test_half_precision_inputs_to_a_float32_model(tmp_path, dtype):
     assert set(images) == TAGS and cb._probe.images.dtype == dtype  # the probe is kept as the data gives it
 
 
-def test_uint8_images_fail_at_setup_with_the_fix(tmp_path):
-    with pytest.raises(TypeError, match=r"dtype torch.uint8; gradient maps need floating-point images.*ToDtype"):
-        _fit(tmp_path, _Cast(), ExplainCallback(), _data(dtype=torch.uint8), max_epochs=1)
+def test_uint8_images_get_the_layer_methods_and_one_warning_naming_the_skipped_ones(tmp_path):
+    """A model that converts its own uint8 images keeps training; Grad-CAM and activations are the maps of the
+    images as given; saliency (a pixel gradient) is skipped with one warning that says why."""
+    cb = ExplainCallback(num_probe=4, strict=True)
+    with pytest.warns(UserWarning, match=r"dtype torch.uint8.*\['saliency'\] are skipped: they differentiate"):
+        _, images = _fit(tmp_path, _Cast(), cb, _data(dtype=torch.uint8), max_epochs=1)
+    assert set(images) == {"explain/gradcam", "explain/activations"}
+    assert cb._probe.images.dtype == torch.uint8 and cb.layer_choice is not None

@@ -27,6 +27,7 @@ from lightning_explain.functional.targets import OutputTransform
 from lightning_explain.probe import (
     BatchUnpacker,
     Probe,
+    dataset_class_names,
     first_val_loader,
     probe_from_dataloader,
     probe_from_dataset,
@@ -72,6 +73,8 @@ class ViewCallback(Callback):
     uses_probe = True
     #: The smallest ``cell_size`` the view accepts.
     min_cell_size = 8
+    #: Whether integer (``uint8``) images, which the model converts itself, can be explained.
+    integer_images = False
 
     def __init__(
         self,
@@ -101,7 +104,7 @@ class ViewCallback(Callback):
         check_display(mean, std, colormap, cell_size, min_cell_size=self.min_cell_size, alpha=alpha)
         if probe is not None and probe_indices is not None:
             raise ValueError("pass either probe (a tensor) or probe_indices (dataset indices), not both.")
-        check_probe_args(probe, probe_labels)
+        check_probe_args(probe, probe_labels, integer_ok=self.integer_images)
         self._probe: Probe | None = None
         if probe is not None:
             labels = probe_labels.reshape(-1).long().cpu() if probe_labels is not None else None
@@ -204,6 +207,8 @@ class ViewCallback(Callback):
             "unpacker": self.unpack_batch,
             "mask_keys": self.mask_keys,
         }
+        if self.class_names is None:  # ImageFolder, CIFAR...: name the classes as the dataset does
+            self.class_names = dataset_class_names(getattr(loader, "dataset", None))
         if self.probe_indices is not None:
             collate = getattr(loader, "collate_fn", None)
             return probe_from_dataset(loader.dataset, self.probe_indices, collate_fn=collate, **unpack)

@@ -8,6 +8,7 @@ are due and where their results go, and hands off to :mod:`lightning_explain.fun
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,14 +23,21 @@ from lightning_explain.checks import check_positive_int, is_int
 from lightning_explain.functional import DEFAULT_METHODS, EXPENSIVE_METHODS, LAYER_METHODS, canonical_methods, explain
 from lightning_explain.functional.context import check_inputs
 from lightning_explain.functional.engine import ExplainResult
+from lightning_explain.functional.layouts import LAYOUTS
+from lightning_explain.functional.target_layer import LayerChoice
 from lightning_explain.functional.targets import OutputTransform
 from lightning_explain.monitor import MapMetrics, summarize
 from lightning_explain.pipeline import (
     TARGET_MODES,
     check_probe_masks,
     due_groups,
+    find_layer,
+    flat_layer_maps,
+    flat_warning,
+    integer_skips,
     layout_json,
     merge_results,
+    predictions_of,
     probe_targets,
     render_probe,
     row_captions,
@@ -59,8 +67,12 @@ class ExplainCallback(ViewCallback):
     one warning, since a forward on rank zero alone would hang.
 
     Args:
-        target_layer: dotted module name (or module) for Grad-CAM and activations; None picks the last
-            ``Conv2d``. Checked at setup: an unknown name fails with the closest existing names.
+        target_layer: dotted module name (or module) for Grad-CAM and activations; None finds it on two probe
+            images (:func:`~lightning_explain.functional.locate_layer`: the last block output with a spatial grid
+            that the score depends on), says it once and keeps it in :attr:`layer_choice`. An unknown name fails
+            at setup with the closest existing names.
+        layer_layout: ``"nchw"``, ``"nhwc"`` or ``"tokens"`` when the layer's output layout cannot be told from
+            its shape (the error says so); None decides it.
         methods: names from :data:`lightning_explain.functional.METHODS` (default: ``"gradcam"``,
             ``"saliency"``, ``"activations"``, which share one pass).
         num_probe: how many validation samples form the probe (the first ones of the first val dataloader).
@@ -105,7 +117,8 @@ class ExplainCallback(ViewCallback):
     Images go to every TensorBoard logger, every logger with ``log_image`` (W&B) and MLflow; with none,
     PNG files go to ``<log_dir>/explain_images/<tag>/epoch=EEEE-step=SSSSSSS.png`` (one warning says where).
 
-    Logged text (TensorBoard only, at the grids' step): ``{tag_prefix}/layout``, one JSON line per explained
+    Logged text (TensorBoard only): ``{tag_prefix}/layer``, once: the layer explained, its layout and why it was
+    chosen. ``{tag_prefix}/layout`` (at the grids' step), one JSON line per explained
     epoch, ``{"epoch", "step", "grids": {tag: {"rows", "columns", "cell_height", "cell_width", "band",
     "pad"}}}``: where each probe image's row lies in each grid (``lightning-explain report`` cuts rows with it).
 
@@ -127,6 +140,7 @@ class ExplainCallback(ViewCallback):
 
     #: Grad-CAM grids carry captions: their cells need room.
     min_cell_size = 16
+    integer_images = True
 
     def __init__(
         self,
@@ -159,8 +173,11 @@ class ExplainCallback(ViewCallback):
         probe_cue_masks: Tensor | None = None,
         border_fraction: float = 0.1,
         method_options: dict[str, dict[str, Any]] | None = None,
+        layer_layout: str | None = None,
     ) -> None:
         methods = canonical_methods(methods)
+        if layer_layout is not None and layer_layout not in LAYOUTS:
+            raise ValueError(f"layer_layout must be one of {list(LAYOUTS)} or None; got {layer_layout!r}.")
         check_positive_int(num_probe=num_probe, every_n_epochs=every_n_epochs, top_k=top_k)
         schedule, fn_options = split_method_options(methods, method_options, every_n_epochs)
         if not is_int(targets, minimum=0) and targets not in TARGET_MODES:
@@ -194,7 +211,12 @@ class ExplainCallback(ViewCallback):
         self.latest_methods: tuple[str, ...] = ()
         self._map_metrics = MapMetrics(border_fraction)
         self._layout_written = False
+        self.layer_layout = layer_layout
+        #: The layer the layer methods explain, its layout and why (set by the first dry run on the probe).
+        self.layer_choice: LayerChoice | None = None
         self._layer_name: str | None = None
+        #: The methods that run: ``methods`` less those an integer probe cannot take.
+        self._active = methods
         self._checked = False
 
     @property
@@ -217,8 +239,8 @@ class ExplainCallback(ViewCallback):
         self._map_metrics.load_state_dict(state_dict.get("map_history") or {})
 
     def _setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if any(m in LAYER_METHODS for m in self.methods):
-            self._layer_name = layer_name(pl_module, self.target_layer)
+        if self.target_layer is not None and any(m in LAYER_METHODS for m in self.methods):
+            self._layer_name = layer_name(pl_module, self.target_layer)  # None: found on the probe by _prepare
 
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.enable_validation:
@@ -243,7 +265,7 @@ class ExplainCallback(ViewCallback):
     def _due(self, trainer: pl.Trainer) -> list[tuple[int | None, list[str]]]:
         """Methods due this epoch, grouped by how many probe images they explain (one ``explain`` call each)."""
         epoch = trainer.current_epoch if is_fitting(trainer) else None
-        return due_groups(self.methods, self._schedule, epoch, len(self._probe or []))
+        return due_groups(self._active, self._schedule, epoch, len(self._probe or []))
 
     def _prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Read the probe once and check, with a two-image pass, that the model can be explained."""
@@ -251,17 +273,35 @@ class ExplainCallback(ViewCallback):
             self._probe = self._read_probe(trainer)
         if self._checked:
             return
-        check_inputs(self._probe.images)
-        check_probe(self._probe.images, self.mean, self.std)
+        images = check_inputs(self._probe.images, integer_ok=True)
+        check_probe(images, self.mean, self.std)
         check_probe_masks(self._probe)
         if self.targets == "label" and self._probe.labels is None:
             raise ValueError(
                 "targets='label' but the validation batches carry no class labels ([B] integers). Use "
                 "targets='predicted', label_key=... for dict batches, or unpack_batch=<callable>."
             )
-        cheap = [m for m in self.methods if m not in EXPENSIVE_METHODS] or ["saliency"]
-        self._compute(pl_module, cheap, limit=2)
+        self._active, skipped = integer_skips(self.methods, images)
+        if skipped is not None:
+            warnings.warn(f"ExplainCallback: {skipped}", UserWarning, stacklevel=2)
+        layered = any(m in LAYER_METHODS for m in self._active)
+        reason = "given as target_layer"
+        if layered and self._layer_name is None:
+            found = find_layer(pl_module, self._probe, self.targets, pl_module.device, self.output_transform)
+            self._layer_name, reason = found.name, found.reason
+        cheap = [m for m in self._active if m not in EXPENSIVE_METHODS] or ["gradcam"]
+        result = self._compute(pl_module, cheap, limit=2)
         self._checked = True
+        if layered and result.layer is not None and result.layout is not None:
+            self.layer_choice = LayerChoice(result.layer, result.layout, reason)
+            self._report_layer(trainer, self.layer_choice)
+
+    def _report_layer(self, trainer: pl.Trainer, choice: LayerChoice) -> None:
+        """Say once, on the console and in TensorBoard's text, which layer is explained and why."""
+        text = f"ExplainCallback explains layer {choice.describe()}."
+        namespace = "lightning.pytorch" if type(trainer).__module__.startswith("lightning.") else "pytorch_lightning"
+        logging.getLogger(f"{namespace}.lightning_explain").info(text)  # Lightning's own logger prints INFO
+        self._sink.write_text(trainer.loggers, f"{self.tag_prefix}/layer", text, step=trainer.global_step)
 
     # ----------------------------------------------------------------------------------------- work
 
@@ -280,6 +320,7 @@ class ExplainCallback(ViewCallback):
                 top_k=self.top_k,
                 output_transform=self.output_transform,
                 options={m: o for m, o in self._fn_options.items() if m in methods},
+                layer_layout=self.layer_layout,
             )
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -294,13 +335,14 @@ class ExplainCallback(ViewCallback):
         if not results:
             return
         result = merge_results(results)
+        self._warn_flat(result, epoch)
         if self.metrics:
             try:
                 self._log_metrics(trainer, pl_module, result)
             except Exception as err:
                 self._fail("the focus and drift metrics", err, epoch)
         try:
-            display, rows = render_probe(self._probe, result.logits, self.mean, self.std, self._class_name)
+            display, rows = render_probe(self._probe, result, self.mean, self.std, self._class_name)
         except Exception as err:
             self._fail("rendering the probe images", err, epoch)
             return
@@ -318,6 +360,12 @@ class ExplainCallback(ViewCallback):
             self._sink.write_text(trainer.loggers, f"{self.tag_prefix}/layout", layout, step=step)
         except Exception as err:
             self._fail("logging the images", err, epoch)
+
+    def _warn_flat(self, result: ExplainResult, epoch: int) -> None:
+        flat = [m for m in flat_layer_maps(result) if f"flat/{m}" not in self._warned]
+        if flat and self.layer_choice is not None:
+            self._warned.update(f"flat/{m}" for m in flat)
+            warnings.warn(flat_warning(flat, self.layer_choice, epoch), UserWarning, stacklevel=2)
 
     def _log_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule, result: ExplainResult) -> None:
         assert self._probe is not None
@@ -348,6 +396,7 @@ class ExplainCallback(ViewCallback):
     def _row_captions(self, out: ExplainResult | Mapping[str, Tensor]) -> list[str]:
         """Each probe row's caption from the logits of ``out`` (an :class:`ExplainResult`, or ``{"logits": ...}``)."""
         assert self._probe is not None
-        logits = out.logits if isinstance(out, ExplainResult) else out["logits"]
         labels = self._probe.labels.tolist() if self._probe.labels is not None else None
-        return row_captions(logits.argmax(dim=1).tolist(), labels, self._class_name)
+        if isinstance(out, ExplainResult):
+            return row_captions(predictions_of(out), labels, self._class_name, out.targets.tolist())
+        return row_captions(out["logits"].argmax(dim=1).tolist(), labels, self._class_name)

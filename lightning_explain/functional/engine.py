@@ -69,6 +69,8 @@ class ExplainResult(Mapping[str, Tensor]):
         attention_heads: ``[B, heads, H, W]`` class-token attention of each head of the chosen layer (with
             ``attention``).
         attention_layers: ``[B, L, H, W]`` head-averaged class-token attention of every layer (with ``attention``).
+        predicted: ``[B]`` the predicted class (the argmax; for a dense output the class covering most pixels).
+        layer: the layer the layer methods read (None without one); ``layout``: how its output was read.
     """
 
     maps: dict[str, Tensor]
@@ -77,6 +79,9 @@ class ExplainResult(Mapping[str, Tensor]):
     activation_channels: Tensor | None = None
     attention_heads: Tensor | None = field(default=None)
     attention_layers: Tensor | None = field(default=None)
+    predicted: Tensor | None = field(default=None)
+    layer: str | None = field(default=None)
+    layout: FeatureLayout | None = field(default=None)
 
     def __getitem__(self, method: str) -> Tensor:
         return self.maps[method]
@@ -192,6 +197,7 @@ def explain(
     extra: dict[str, Tensor] = {}
     act: Tensor | None = None
     layer_grad: Tensor | None = None
+    read: FeatureLayout | None = None
     if resolved is not None and passed.activation is not None:
         read = layer_layout_of(model, passed, resolved, layout, layer_layout)
         act = read.to_nchw(passed.activation).float()
@@ -235,6 +241,9 @@ def explain(
         activation_channels=extra.get("activation_channels"),
         attention_heads=extra.get("attention_heads"),
         attention_layers=extra.get("attention_layers"),
+        predicted=passed.predicted,
+        layer=resolved[0] if resolved is not None else None,
+        layout=read,
     )
 
 
