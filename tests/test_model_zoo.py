@@ -62,14 +62,8 @@ def test_expected_grid_is_the_models_own_last_feature_grid(zoo: Zoo) -> None:
 
 def test_default_layer_is_on_the_last_feature_grid(zoo: Zoo, request: pytest.FixtureRequest) -> None:
     case, model, x = zoo
-    if case.id == "hf-swin":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="package bug: locate_layer picks HF Swin's `swin.pooler` (AdaptiveAvgPool1d, output [B, C, 1]) "
-                "and reads [B, 32, 1] as tokens with 16 prefix tokens + 4x4 patches of 1 channel",
-            )
-        )
+    if case.known_bug:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"package bug: {case.known_bug}"))
     _, channels = _feature_grid_and_channels(case, case.features(model, x))
     choice = locate_layer(model, x)
     assert choice.layout.grid == case.grid, choice.describe()
