@@ -8,7 +8,9 @@ For every architecture:
 - ``explain(model, x, None, ["gradcam", "saliency", "activations"])`` is finite and Grad-CAM is not flat for at
   least one of the two images;
 - class-token ViTs: ``attention``, ``rollout`` and ``grad_rollout`` give finite, non-constant maps on the patch
-  grid; every other model gets a ValueError naming its type and pointing at Grad-CAM on a stage.
+  grid; every other model gets a ValueError naming its type and pointing at Grad-CAM on a stage;
+- one ``lightning`` Trainer epoch with ``ExplainCallback()`` at its defaults logs every default grid, on a layer of
+  that grid (this test runs last for each model: it trains the model).
 
 Each model is built once (a module-scoped parametrised fixture: pytest runs all tests of one case together).
 """
@@ -20,15 +22,20 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from conftest import read_event_images, require_module
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
 from zoo_cases import CASES, ZooCase, build, images
 
+from lightning_explain import ExplainCallback
 from lightning_explain.functional import explain
 from lightning_explain.functional.target_layer import locate_layer
+from lightning_explain.functional.targets import logits_from_output
 from lightning_explain.functional.vit_layouts import inner_model
 
-pytest.importorskip("timm")
-pytest.importorskip("transformers")
+require_module("timm")
+require_module("transformers")
+L = require_module("lightning")
 
 Zoo = tuple[ZooCase, nn.Module, Tensor]
 
@@ -105,3 +112,42 @@ def test_attention_methods_need_a_class_token(zoo: Zoo) -> None:
         assert maps.shape == (2, *case.grid), method
         assert torch.isfinite(maps).all(), method
         assert (maps.flatten(1).amax(1) > maps.flatten(1).amin(1)).any(), f"{method} is constant"
+
+
+class _Classifier(L.LightningModule):
+    """The zoo model as a LightningModule, as a user would wrap it (``import lightning as L``)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> object:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return nn.functional.cross_entropy(logits_from_output(self(batch[0])), batch[1])
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        pass
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=1e-3)
+
+
+def test_one_trainer_epoch_with_the_default_callback(zoo: Zoo, tmp_path) -> None:
+    case, model, _ = zoo
+    data = TensorDataset(images(case, 4), torch.arange(4) % 3)
+    callback = ExplainCallback(num_probe=2)
+    trainer = L.Trainer(
+        max_epochs=1,
+        callbacks=callback,
+        logger=L.pytorch.loggers.TensorBoardLogger(str(tmp_path)),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(_Classifier(model), DataLoader(data, batch_size=2), DataLoader(data, batch_size=2))
+    logged = read_event_images(trainer.logger.log_dir)
+    assert {"explain/gradcam", "explain/saliency", "explain/activations"} <= set(logged)
+    assert callback.layer_choice is not None and callback.layer_choice.layout.grid == case.grid

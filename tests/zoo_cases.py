@@ -355,9 +355,7 @@ CASES: list[ZooCase] = [
     ZooCase("hf-swin", "transformers", "SwinForImageClassification (tiny config)",
             _hf("SwinConfig", "SwinForImageClassification", embed_dim=16, depths=[1, 1], num_heads=[1, 2],
                 window_size=2, image_size=32, patch_size=4, num_labels=NUM_CLASSES),
-            32, (4, 4), False, _SWIN, _hf_reshaped,
-        known_bug="locate_layer picks `swin.pooler` (AdaptiveAvgPool1d, output [B, C, 1]) and reads [B, 32, 1] as "
-        "tokens: 16 prefix tokens + 4x4 patches of 1 channel; the last feature map is `swin.layernorm` [B, 16, 32]"),
+            32, (4, 4), False, _SWIN, _hf_reshaped),
     # patch 4, stages [1, 1] (one downsampling): 32 / 8 = 4
     ZooCase("hf-convnext", "transformers", "ConvNextForImageClassification (tiny config)",
             _hf("ConvNextConfig", "ConvNextForImageClassification", num_stages=2, hidden_sizes=[8, 16],

@@ -40,8 +40,8 @@ __all__ = [
 LayoutName = Literal["nchw", "nhwc", "tokens"]
 #: The layouts a layer's output can be read in (``layer_layout=`` of ``explain`` and ``ExplainCallback``).
 LAYOUTS: tuple[str, ...] = ("nchw", "nhwc", "tokens")
-#: At most this many tokens before the patch tokens (class + distillation + registers).
-MAX_PREFIX_TOKENS = 16
+#: At most this many tokens before the patch tokens (class + distillation + up to 6 registers).
+MAX_PREFIX_TOKENS = 8
 _CHANNELS_FIRST = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.GroupNorm, nn.MaxPool2d, nn.AvgPool2d)
 _LAST_AXIS = (nn.LayerNorm, nn.Linear)
 
@@ -111,7 +111,7 @@ def grid_pyramid(size: tuple[int, int], seeds: Iterable[tuple[int, int]] = ()) -
 
 
 def _token_grid(length: int, grids: frozenset[tuple[int, int]], prefix: int | None) -> tuple[tuple[int, int], int]:
-    """The grid and prefix count of ``length`` tokens: the largest grid that leaves at most 16 prefix tokens."""
+    """The grid and prefix count of ``length`` tokens: the largest grid that leaves at most 8 prefix tokens."""
     fits = [(g, length - g[0] * g[1]) for g in grids if 0 <= length - g[0] * g[1] <= MAX_PREFIX_TOKENS]
     if prefix is not None:
         fits = [(g, p) for g, p in fits if p == prefix]
@@ -164,7 +164,7 @@ def infer_layout(
             readings.append(FeatureLayout("nchw", (dims[2], dims[3])))
         if (dims[1], dims[2]) in grids:
             readings.append(FeatureLayout("nhwc", (dims[1], dims[2])))
-    elif len(dims) == 3:
+    elif len(dims) == 3 and dims[2] > 1:  # [B, T, 1] is a pooled vector, not tokens
         grid, prefix = _token_grid(dims[1], grids, prefix_tokens)
         if prefix >= 0:
             readings.append(FeatureLayout("tokens", grid, prefix))
