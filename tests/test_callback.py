@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import warnings
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from conftest import (
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from lightning_explain import ExplainCallback
 from lightning_explain.functional import channel_activations, grad_cam
@@ -337,8 +338,12 @@ def test_default_layer_is_found_on_the_probe_and_reported(tmp_path, caplog):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cb = ExplainCallback(num_probe=2, methods=("gradcam",))
-    with caplog.at_level("INFO"):
-        t, _ = _fit(tmp_path, cb)
+    console = logging.getLogger("pytorch_lightning.lightning_explain")  # under Lightning's INFO console handler
+    console.addHandler(caplog.handler)
+    try:
+        t, _ = _fit(tmp_path, cb, max_epochs=2)
+    finally:
+        console.removeHandler(caplog.handler)
     assert cb.layer_choice is not None and cb.layer_choice.name == "features"
     assert cb.layer_choice.layout.describe() == "nchw [B, C, 8, 8]"
     said = [r.getMessage() for r in caplog.records if "ExplainCallback explains layer" in r.getMessage()]
