@@ -93,7 +93,7 @@ CASES = [
         "ValueError",
         "target_layer 'features.9' does not exist in TinyCNN. Closest existing names: 'features.4', 'features.3', "
         "'features.2', 'features.1', 'features.0'. Use a dotted name from model.named_modules(), or "
-        "target_layer=None for the last Conv2d.",
+        "target_layer=None for the default layer.",
         lambda p: _fit(p, ExplainCallback("features.9")),
     ),
     Case(

@@ -490,7 +490,7 @@ def test_log_image_loggers_receive_the_grids(tmp_path):
         ({"alpha": 2.0}, r"alpha must lie in \[0, 1\]"),
         ({"probe": torch.zeros(2, 3, 8, 8), "probe_indices": [0]}, "either probe"),
         ({"probe": torch.zeros(2, 3, 8, 8), "targets": "label"}, "needs labels"),
-        ({"probe": torch.zeros(2, 3, 8, 8, dtype=torch.uint8)}, "floating-point"),
+        ({"probe": torch.zeros(2, 3, 8, 8, dtype=torch.bool)}, "floating-point"),  # uint8 is fine: see test_inputs
     ],
 )
 def test_arguments_are_checked_in_init(kwargs, match):

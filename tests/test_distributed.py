@@ -50,8 +50,9 @@ def _ranks(out: Path) -> dict[int, dict]:
 def _assert_rank_zero_only(out: Path) -> None:
     ranks = _ranks(out)
     assert sorted(ranks) == [0, 1] and all(r["world_size"] == 2 and r["epochs"] == 2 for r in ranks.values())
-    # Rank 0: one dry run in on_train_start + one probe pass per validation epoch; rank 1: nothing at all.
-    assert ranks[0]["probe_forward_calls"] == 3
+    # Rank 0: at train start the default layer's two passes (shapes, then gradients) and one dry run, then one
+    # probe pass per validation epoch; rank 1: nothing at all.
+    assert ranks[0]["probe_forward_calls"] == 5
     assert ranks[1]["probe_forward_calls"] == 0
     log_dir = out / "tb" / "version_0"
     assert len(list(log_dir.glob("events.out.tfevents.*"))) == 1  # only rank 0 writes

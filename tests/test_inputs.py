@@ -222,14 +222,15 @@ def test_half_precision_models_on_cpu(tmp_path, dtype):
     assert set(images) == TAGS
     model.eval()
     probe = data[1].dataset.tensors[0][:4]
-    cams, sal = grad_cam(model, probe, "features.3"), saliency(model, probe)
+    layer = cb.layer_choice.name  # the default layer, found on the probe
+    cams, sal = grad_cam(model, probe, layer), saliency(model, probe)
     assert cams.dtype == sal.dtype == torch.float32
     # The logged cells show the half-precision model's maps ...
     assert_overlay_cells(images["explain/gradcam"][-1][1], to_display(probe), cams, cell_size=32, what="gradcam")
     assert_overlay_cells(images["explain/saliency"][-1][1], to_display(probe), sal, cell_size=32, what="saliency")
     # ... and those are the fp32 model's maps up to half-precision rounding (not merely finite).
     full, x = copy.deepcopy(model).float(), probe.float()
-    assert_maps_agree(cams, grad_cam(full, x, "features.3"), min_correlation=0.99, max_difference=0.1)
+    assert_maps_agree(cams, grad_cam(full, x, layer), min_correlation=0.99, max_difference=0.1)
     assert_maps_agree(sal, saliency(full, x), min_correlation=0.95, max_difference=0.35)
 
 

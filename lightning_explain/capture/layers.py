@@ -68,7 +68,7 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
     hint = ", ".join(repr(c) for c in close) if close else "(the model has no named submodules)"
     raise ValueError(
         f"target_layer {layer!r} does not exist in {type(model).__name__}. Closest existing names: {hint}. "
-        "Use a dotted name from model.named_modules(), or target_layer=None for the last Conv2d."
+        "Use a dotted name from model.named_modules(), or target_layer=None for the default layer."
     )
 
 
