@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_explain.capture import record_outputs, resolve_layer
+from lightning_explain.capture import record_conv_grids, record_outputs, resolve_layer
 from lightning_explain.functional.cams import GRADIENT_CAMS, cam_from_gradients, eigen_projection
 from lightning_explain.functional.context import check_inputs, grad_context
 from lightning_explain.functional.hooked_pass import PassResult, hooked_pass
@@ -318,21 +318,33 @@ def layer_layout_of(
 ) -> FeatureLayout:
     """How the hooked layer's output of ``passed`` reads as a spatial map (see :func:`infer_layout`).
 
-    A shape that two layouts fit (``[B, 16, 16, 16]``) and whose module does not settle it costs one more no-grad
-    forward of one image, to find the layout of the outputs before it.
+    Tried first on the grids of the input (and a ViT's patch grid), which the pass gets for free. A shape that no
+    such grid fits (a patch embedding of stride 14), or that two layouts fit (``[B, 16, 16, 16]``) with a module
+    that does not settle it, costs one more no-grad forward of one image: it records every ``Conv2d``'s grid and
+    the layouts of the outputs before the layer.
     """
     assert passed.activation is not None
     shape = passed.activation.shape
     prefix = vit.num_prefix_tokens if vit is not None and len(shape) == 3 and shape[1] == vit.num_tokens else None
     size = (int(passed.inputs.shape[-2]), int(passed.inputs.shape[-1]))
-    grids = grid_pyramid(size, passed.conv_grids | ({vit.grid} if vit is not None else set()))
+    seeds = {vit.grid} if vit is not None else set()
     name, module = layer
-    read = partial(infer_layout, shape, grids, module=module, name=f"target_layer {name!r}", forced=forced)
+    read = partial(infer_layout, shape, module=module, name=f"target_layer {name!r}", forced=forced)
     try:
-        return read(prefix_tokens=prefix)
+        return read(grid_pyramid(size, seeds), prefix_tokens=prefix)
+    except LayoutError:
+        pass
+    with (
+        grad_context(passed.inputs.device),
+        torch.no_grad(),
+        record_outputs(model) as calls,
+        record_conv_grids(model) as conv,
+    ):
+        model(passed.inputs[:1])
+    grids = grid_pyramid(size, seeds | conv)
+    try:
+        return read(grids, prefix_tokens=prefix)
     except LayoutError as err:
         if not is_ambiguous(err):
             raise
-    with grad_context(passed.inputs.device), torch.no_grad(), record_outputs(model) as calls:
-        model(passed.inputs[:1])
-    return read(prefix_tokens=prefix, preceding=preceding_layout(calls, name, grids))
+    return read(grids, prefix_tokens=prefix, preceding=preceding_layout(calls, name, grids))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from lightning_explain.capture import LayerRecording, capture_attention, record_conv_grids, record_layer
+from lightning_explain.capture import LayerRecording, capture_attention, record_layer
 from lightning_explain.functional.context import as_model_input, grad_context
 from lightning_explain.functional.targets import OutputTransform, Targets, TargetSpec, read_output, select_scores
 from lightning_explain.functional.vit_layouts import ViTLayout
@@ -46,8 +46,6 @@ class PassResult:
         attentions: each captured layer's attention ``[B, heads, T, T]``, with an ``attention`` layout.
         attention_grads: ``dS/dA`` per captured layer, with ``grad_attention``.
         predicted: ``[B]`` the predicted class (for a dense output, the class covering most pixels).
-        conv_grids: the ``(H, W)`` of every ``Conv2d`` output of the pass, when a layer was hooked (to read the
-            layer's layout with :func:`~lightning_explain.functional.layouts.grid_pyramid`).
     """
 
     inputs: Tensor
@@ -58,7 +56,6 @@ class PassResult:
     input_grad: Tensor | None = None
     attentions: list[Tensor] = field(default_factory=list)
     attention_grads: list[Tensor] = field(default_factory=list)
-    conv_grids: frozenset[tuple[int, int]] = frozenset()
     predicted: Tensor | None = None
 
     @property
@@ -122,7 +119,6 @@ def hooked_pass(
         x.requires_grad_(any_grad and x.is_floating_point())  # also gives a frozen backbone a graph
         with ExitStack() as hooks:
             recordings = [hooks.enter_context(record_layer(module, name)) for name, module in layers]
-            grids = hooks.enter_context(record_conv_grids(model)) if layers else set()
             attentions = (
                 hooks.enter_context(capture_attention(model, attention, keep_graph=grad_attention))
                 if (attention is not None)
@@ -138,7 +134,7 @@ def hooked_pass(
         if logits.shape[0] != x.shape[0]:
             raise ValueError(f"the model returned {logits.shape[0]} rows of logits for {x.shape[0]} inputs.")
         scores, classes = select_scores(logits, targets, rows, read.predicted)
-        result = PassResult(x.detach(), logits.detach().float(), classes, conv_grids=frozenset(grids))
+        result = PassResult(x.detach(), logits.detach().float(), classes)
         result.predicted = read.predicted
         result.activations = [a.detach() for a in activations]
         result.attentions = [a.detach() for a in attentions]
