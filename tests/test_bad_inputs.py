@@ -99,7 +99,8 @@ CASES = [
     Case(
         "layer_not_conv",
         "ValueError",
-        "target_layer 'head.3' outputs [2, 3]; Grad-CAM and channel activations need a 4-D [B, C, H, W] feature map ([B, H, W, C] too) or [B, T, C] tokens. "
+        "target_layer 'head.3' outputs [2, 3]; Grad-CAM and channel activations need a 4-D [B, C, H, W] feature map "
+        "([B, H, W, C] too) or [B, T, C] tokens. "
         "Choose a convolutional layer (e.g. the last conv block) or a transformer block, or target_layer=None for the "
         "default layer.",
         lambda p: _fit(p, ExplainCallback("head.3")),

@@ -23,7 +23,7 @@ from conftest import (
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_explain import ExplainCallback
 from lightning_explain.functional import channel_activations, grad_cam
@@ -506,3 +506,19 @@ def test_state_dict_roundtrip_and_tolerates_missing_keys():
     assert torch.equal(fresh._probe.images, cb._probe.images) and torch.equal(fresh._probe.labels, cb._probe.labels)
     fresh.load_state_dict({})  # an older or empty checkpoint
     assert ExplainCallback("a").state_key != ExplainCallback("b").state_key
+
+
+def test_class_names_come_from_the_datasets_classes(tmp_path):
+    """No class_names given: the validation dataset's ``classes`` (ImageFolder, CIFAR) name the captions."""
+
+    class Named(TensorDataset):
+        classes = ("cat", "dog", "emu")
+
+    base = loaders()[1].dataset
+    named = Named(*base.tensors)
+    cb = ExplainCallback(num_probe=2, targets="label")
+    _fit(tmp_path, cb, loaders=(DataLoader(named, batch_size=8), DataLoader(torch.utils.data.Subset(named, [0, 1]))))
+    assert cb.class_names == list(Named.classes)
+    labels = cb._probe.labels.tolist()
+    rows = cb._row_captions({"logits": torch.eye(3)[labels]})  # predictions equal to the labels
+    assert rows == [f"#{i} y={Named.classes[y]} p={Named.classes[y]}" for i, y in enumerate(labels)]

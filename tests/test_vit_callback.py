@@ -166,3 +166,19 @@ def test_attention_methods_on_a_cnn_fail_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"\['rollout'\] read a vision transformer's attention.*not a supported ViT"):
         t.fit(Counting(), *loaders())
     assert steps == []
+
+
+def test_a_layer_map_that_stays_flat_warns_once_naming_the_layer(tmp_path):
+    """torchvision zero-initialises a fresh ViT's head, so no gradient reaches the body: every Grad-CAM map is flat.
+    One warning names the maps and the layer and suggests a later one; training goes on."""
+    net = torchvision.models.VisionTransformer(16, 4, 3, 2, 16, 32, num_classes=3)  # head left at zero
+    for p in net.heads.parameters():
+        p.requires_grad_(False)  # stays zero while training, so every epoch is flat
+    cb = ExplainCallback(methods=("gradcam", "attention"), num_probe=2)
+    with pytest.warns(UserWarning) as seen:
+        t = trainer(tmp_path, logger=False, callbacks=[cb], max_epochs=2)
+        t.fit(ViTModule(net), *loaders())
+    flat = [str(w.message) for w in seen if "flat or not finite" in str(w.message)]
+    assert len(flat) == 1 and "['gradcam']" in flat[0]
+    assert "'net.encoder.layers.encoder_layer_1' (tokens [B, 1+4x4, C])" in flat[0]
+    assert "target_layer=<a later block" in flat[0] and t.current_epoch == 2
