@@ -17,7 +17,14 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lightning_explain import ErrorAttribution, FeatureInversion, FeatureMaps, FilterGrid, TCAVCallback
+from lightning_explain import (
+    ErrorAttribution,
+    ExplainCallback,
+    FeatureInversion,
+    FeatureMaps,
+    FilterGrid,
+    TCAVCallback,
+)
 from lightning_explain.functional import grad_cam
 from lightning_explain.render import CAPTION_HEIGHT
 from lightning_explain.render_views import filter_grid
@@ -168,6 +175,14 @@ def test_most_confused_are_the_k_most_confident_wrong_validation_examples(tmp_pa
     assert torch.equal(cb.most_confused.labels, y[indices])
     _, grid = read_event_images(t.logger.log_dir)["explain/errors/most_confused"][-1]
     assert grid.shape[0] == 5 * (CAPTION_HEIGHT + 130) + 2
+
+
+def test_error_attribution_default_layer_is_explain_callbacks_found_on_the_probe(tmp_path):
+    """No target_layer: the same layer ExplainCallback finds by running the model (the feature stage after its
+    in-place ReLU), not the last Conv2d inside it."""
+    cb, explained = ErrorAttribution(num_probe=4, top_k=0), ExplainCallback(num_probe=4, methods=("gradcam",))
+    _fit(tmp_path, [cb, explained], max_epochs=1)
+    assert cb._layer_name == explained.layer_choice.name == "features"
 
 
 class _Wrapped(TinyCNN):

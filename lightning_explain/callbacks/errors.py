@@ -15,6 +15,7 @@ from lightning_explain.functional import ATTENTION_METHODS, LAYER_METHODS, METHO
 from lightning_explain.functional.predictions import first_logits, no_grad_logits, pair_maps, predicted_classes
 from lightning_explain.functional.targets import OutputTransform
 from lightning_explain.monitor import ConfusedExamples
+from lightning_explain.pipeline import find_layer
 from lightning_explain.probe import BatchUnpacker, unpack_batch
 from lightning_explain.render import explanation_grid, to_display
 
@@ -44,7 +45,7 @@ class ErrorAttribution(ViewCallback):
     most-confused bookkeeping adds under 1 % of each validation batch's own forward (see the README's cost table).
 
     Args:
-        target_layer: layer for the CAM methods; None = the default Grad-CAM layer (last Conv2d).
+        target_layer: layer for the CAM methods; None = ExplainCallback's default, found on the probe.
         method: a single-map method of :data:`lightning_explain.functional.METHODS` (default ``"gradcam"``).
         max_rows: wrong probe images shown at most.
         top_k: most confident wrong validation examples to explain; 0 switches the view off.
@@ -120,8 +121,8 @@ class ErrorAttribution(ViewCallback):
         return self._generate_state_key(target_layer=self.target_layer, method=self.method, tag_prefix=self.tag_prefix)
 
     def _setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.method in LAYER_METHODS:
-            self._layer_name = layer_name(pl_module, self.target_layer)
+        if self.method in LAYER_METHODS and self.target_layer is not None:
+            self._layer_name = layer_name(pl_module, self.target_layer)  # None: found on the probe by _run
 
     # ----------------------------------------------------------------------------------------- collection
 
@@ -195,6 +196,10 @@ class ErrorAttribution(ViewCallback):
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert self._probe is not None
+        if self.method in LAYER_METHODS and self._layer_name is None:  # ExplainCallback's default layer
+            self._layer_name = find_layer(
+                pl_module, self._probe, "predicted", pl_module.device, self.output_transform
+            ).name
         if self._probe.labels is None:
             raise ValueError(
                 "the probe has no class labels, so mistakes cannot be found. Give labelled validation batches "
