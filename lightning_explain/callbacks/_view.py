@@ -21,7 +21,6 @@ from lightning_explain.callbacks import _defaults as D
 from lightning_explain.capture import resolve_layer
 from lightning_explain.checks import check_display, check_positive_int, check_probe_args, fail_softly
 from lightning_explain.distributed import check_sharded, start_together
-from lightning_explain.functional import default_layer
 from lightning_explain.functional.context import check_inputs
 from lightning_explain.functional.targets import OutputTransform
 from lightning_explain.probe import (
@@ -40,10 +39,10 @@ if TYPE_CHECKING:
 __all__ = ["ViewCallback", "layer_name", "view_arguments"]
 
 
-def layer_name(pl_module: pl.LightningModule, target_layer: str | nn.Module | None) -> str:
-    """The dotted name of ``target_layer`` in ``pl_module`` (None: the default Grad-CAM layer); raises with the fix."""
-    target = default_layer(pl_module) if target_layer is None else target_layer
-    return resolve_layer(pl_module, target)[0]
+def layer_name(pl_module: pl.LightningModule, target_layer: str | nn.Module) -> str:
+    """The dotted name of ``target_layer`` in ``pl_module``; an unknown name raises with the closest names. (The
+    default layer, for ``target_layer=None``, is found on the probe: :func:`~lightning_explain.pipeline.find_layer`.)"""
+    return resolve_layer(pl_module, target_layer)[0]
 
 
 class ViewCallback(Callback):

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from lightning_explain.capture import record_conv_grids, record_outputs, resolve_layer
+from lightning_explain.capture import resolve_layer
 from lightning_explain.functional.cams import GRADIENT_CAMS, cam_from_gradients, eigen_projection
 from lightning_explain.functional.context import check_inputs, grad_context
 from lightning_explain.functional.hooked_pass import PassResult, hooked_pass
@@ -28,8 +27,8 @@ from lightning_explain.functional.layouts import (
     LayoutError,
     grid_pyramid,
     infer_layout,
-    is_ambiguous,
-    preceding_layout,
+    settle_layout,
+    shape_pass,
 )
 from lightning_explain.functional.maps import normalize_maps, upsample_maps
 from lightning_explain.functional.perturbation import occlusion_map, score_cam_map
@@ -329,22 +328,18 @@ def layer_layout_of(
     size = (int(passed.inputs.shape[-2]), int(passed.inputs.shape[-1]))
     seeds = {vit.grid} if vit is not None else set()
     name, module = layer
-    read = partial(infer_layout, shape, module=module, name=f"target_layer {name!r}", forced=forced)
     try:
-        return read(grid_pyramid(size, seeds), prefix_tokens=prefix)
+        return infer_layout(
+            shape,
+            grid_pyramid(size, seeds),
+            module=module,
+            name=f"target_layer {name!r}",
+            forced=forced,
+            prefix_tokens=prefix,
+        )
     except LayoutError:
         pass
-    with (
-        grad_context(passed.inputs.device),
-        torch.no_grad(),
-        record_outputs(model) as calls,
-        record_conv_grids(model) as conv,
-    ):
-        model(passed.inputs[:1])
-    grids = grid_pyramid(size, seeds | conv)
-    try:
-        return read(grids, prefix_tokens=prefix)
-    except LayoutError as err:
-        if not is_ambiguous(err):
-            raise
-    return read(grids, prefix_tokens=prefix, preceding=preceding_layout(calls, name, grids))
+    calls, conv = shape_pass(model, passed.inputs[:1])
+    return settle_layout(
+        shape, grid_pyramid(size, seeds | conv), calls, name, module=module, forced=forced, prefix_tokens=prefix
+    )

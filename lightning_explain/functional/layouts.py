@@ -20,11 +20,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
-from lightning_explain.capture import ModuleCall
+from lightning_explain.capture import ModuleCall, record_conv_grids, record_outputs
+from lightning_explain.functional.context import grad_context
 
 __all__ = [
     "LAYOUTS",
@@ -35,6 +38,8 @@ __all__ = [
     "infer_layout",
     "is_ambiguous",
     "preceding_layout",
+    "settle_layout",
+    "shape_pass",
 ]
 
 LayoutName = Literal["nchw", "nhwc", "tokens"]
@@ -212,3 +217,41 @@ def preceding_layout(calls: Sequence[ModuleCall], name: str, grids: frozenset[tu
         except LayoutError:
             continue
     return None
+
+
+def settle_layout(
+    shape: Iterable[int],
+    grids: frozenset[tuple[int, int]],
+    calls: Sequence[ModuleCall],
+    name: str,
+    *,
+    module: nn.Module | None = None,
+    forced: str | None = None,
+    prefix_tokens: int | None = None,
+) -> FeatureLayout:
+    """:func:`infer_layout` of the output of module ``name``; a shape that two layouts fit is settled by the layout
+    of the outputs before it (:func:`preceding_layout`, from the ``calls`` of a :func:`shape_pass`)."""
+    dims = tuple(int(d) for d in shape)
+    read = partial(
+        infer_layout,
+        dims,
+        grids,
+        module=module,
+        name=f"target_layer {name!r}",
+        forced=forced,
+        prefix_tokens=prefix_tokens,
+    )
+    try:
+        return read()
+    except LayoutError as err:
+        if not is_ambiguous(err):
+            raise
+    return read(preceding=preceding_layout(calls, name, grids))
+
+
+def shape_pass(model: nn.Module, inputs: Tensor) -> tuple[list[ModuleCall], frozenset[tuple[int, int]]]:
+    """One no-grad forward of ``inputs`` (already the model's input) that records every module's output shape, in
+    the order the calls finish, and the grid of every ``Conv2d`` output. Hooks are removed in ``finally``."""
+    with grad_context(inputs.device), torch.no_grad(), record_outputs(model) as calls, record_conv_grids(model) as conv:
+        model(inputs)
+    return calls, frozenset(conv)

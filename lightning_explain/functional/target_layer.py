@@ -25,18 +25,17 @@ from torch import Tensor, nn
 from lightning_explain.capture import (
     ModuleCall,
     default_conv_layer,
-    record_conv_grids,
-    record_outputs,
     resolve_layer,
 )
-from lightning_explain.functional.context import as_model_input, check_inputs, grad_context
+from lightning_explain.functional.context import as_model_input, check_inputs
 from lightning_explain.functional.hooked_pass import hooked_pass
 from lightning_explain.functional.layouts import (
     FeatureLayout,
     LayoutError,
     grid_pyramid,
     infer_layout,
-    preceding_layout,
+    settle_layout,
+    shape_pass,
 )
 from lightning_explain.functional.targets import OutputTransform, Targets
 from lightning_explain.functional.vit_layouts import default_token_layer, find_vit_layout
@@ -85,24 +84,20 @@ def _candidates(
     calls: list[ModuleCall], grids: frozenset[tuple[int, int]], prefix: tuple[int, int] | None
 ) -> list[tuple[ModuleCall, FeatureLayout]]:
     """Modules whose (last) output is a spatial map with more than one cell, in the order their calls finish."""
-    last = {call.name: call for call in calls}
+    last = {call.name: (index, call) for index, call in enumerate(calls)}
     found: list[tuple[ModuleCall, FeatureLayout]] = []
-    for call in sorted(last.values(), key=calls.index):
+    for _, call in sorted(last.values(), key=lambda item: item[0]):
         if call.shape is None:
             continue
         tokens = prefix[1] if prefix is not None and len(call.shape) == 3 and call.shape[1] == prefix[0] else None
         try:
-            layout = infer_layout(call.shape, grids, module=call.module, prefix_tokens=tokens)
+            layout = settle_layout(call.shape, grids, calls, call.name, module=call.module, prefix_tokens=tokens)
         except LayoutError:
-            try:
-                preceding = preceding_layout(calls, call.name, grids)
-                layout = infer_layout(call.shape, grids, module=call.module, preceding=preceding)
-            except LayoutError:
-                continue
+            continue
         if layout.grid[0] * layout.grid[1] > 1:
             found.append((call, layout))
     names = {call.name: call.module for call, _ in found}
-    modules = dict(call_modules(calls))
+    modules = {call.name: call.module for call in calls}
 
     def inside_block(name: str) -> bool:
         parent = name.rpartition(".")[0]
@@ -113,11 +108,6 @@ def _candidates(
         return any(a in names and not isinstance(names[a], _CONTAINERS) for a in ancestors)
 
     return [(call, layout) for call, layout in found if not inside_block(call.name)]
-
-
-def call_modules(calls: list[ModuleCall]) -> dict[str, nn.Module]:
-    """Name to module of every call (including containers that were never called themselves, via their children)."""
-    return {call.name: call.module for call in calls}
 
 
 def _innermost(units: list[tuple[ModuleCall, FeatureLayout]], index: int) -> int:
@@ -160,8 +150,7 @@ def locate_layer(
         targets = targets.reshape(-1)[: inputs.shape[0]]
     size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
     vit = find_vit_layout(model)
-    with grad_context(inputs.device), torch.no_grad(), record_outputs(model) as calls, record_conv_grids(model) as conv:
-        model(as_model_input(inputs, model))
+    calls, conv = shape_pass(model, as_model_input(inputs, model))
     grids = grid_pyramid(size, conv | ({vit.grid} if vit is not None else set()))
     units = _candidates(calls, grids, (vit.num_tokens, vit.num_prefix_tokens) if vit is not None else None)
     if vit is not None:
