@@ -10,11 +10,21 @@ Image loggers, in the order they are recognised:
 
 With none of them, PNG files go to ``<log_dir>/explain_images/<tag>/epoch=EEEE-step=SSSSSSS.png`` (next to a
 ``CSVLogger``'s ``metrics.csv``), or under the Trainer's ``default_root_dir`` without a logger.
+
+TensorBoard images and PNG files are encoded and written by one background thread (:class:`BackgroundWriter`), so
+training does not wait for PNG encoding. Its queue is bounded (a full queue makes the caller wait: nothing is
+dropped), and the views flush it when ``fit``, ``validate`` or ``test`` ends and when training stops on an exception
+or ``KeyboardInterrupt`` (before Lightning closes the loggers). Loggers with ``log_image`` (W&B) and MLflow are
+written on the calling thread: they order their records by step, and a late image would be refused.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import queue
+import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -24,7 +34,18 @@ from torch import Tensor
 
 from lightning_explain.charts import CHARTS
 
-__all__ = ["ImageSink", "fallback_dir", "image_capable", "image_writer", "scalar_layout", "write_images"]
+__all__ = [
+    "QUEUE_BATCHES",
+    "WRITER",
+    "BackgroundWriter",
+    "ImageSink",
+    "fallback_dir",
+    "image_capable",
+    "image_paths",
+    "image_writer",
+    "scalar_layout",
+    "write_images",
+]
 
 #: Writes one ``uint8`` ``[3, H, W]`` image under a tag at a step.
 ImageWriter = Callable[[str, Tensor, int], None]
@@ -97,14 +118,88 @@ def fallback_dir(loggers: Iterable[Any], default_root_dir: str) -> Path:
     return Path(default_root_dir) / "explain_images"
 
 
+#: Image batches the background queue holds before a new one waits (each is one view's grids of one epoch).
+QUEUE_BATCHES = 4
+
+
+class BackgroundWriter:
+    """One daemon thread that runs image-writing jobs in order, off the training thread.
+
+    ``submit`` waits while ``max_pending`` jobs are queued (memory stays bounded; nothing is dropped). ``flush``
+    returns when every job submitted before it has run, and re-raises the first error a job raised since the last
+    flush (the images of that job are lost; the caller reports it). ``seconds`` is the time the thread spent running
+    jobs. An ``atexit`` handler flushes what is left when the interpreter exits.
+
+    Example:
+        >>> done = []
+        >>> writer = BackgroundWriter()
+        >>> writer.submit(lambda: done.append(1))
+        >>> writer.flush(); done
+        [1]
+    """
+
+    def __init__(self, max_pending: int = QUEUE_BATCHES) -> None:
+        self._jobs: queue.Queue[Callable[[], None]] = queue.Queue(maxsize=max_pending)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.seconds = 0.0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="lightning_explain-images", daemon=True)
+                self._thread.start()
+        self._jobs.put(job)
+
+    def flush(self) -> None:
+        self._jobs.join()
+        error, self._error = self._error, None
+        if error is not None:
+            raise RuntimeError(f"writing explanation images failed in the background: {error}") from error
+
+    def pending(self) -> int:
+        """Jobs queued or running."""
+        return self._jobs.unfinished_tasks
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            start = time.perf_counter()
+            try:
+                job()
+            except BaseException as err:  # reported by the next flush, on the caller's thread
+                if self._error is None:
+                    self._error = err
+            finally:
+                self.seconds += time.perf_counter() - start
+                self._jobs.task_done()
+
+
+#: The writer all sinks share (one thread for the whole process).
+WRITER = BackgroundWriter()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    try:
+        WRITER.flush()
+    except RuntimeError as err:  # nothing can be raised to anyone at exit: say it
+        warnings.warn(str(err), RuntimeWarning, stacklevel=1)
+
+
 class ImageSink:
     """Sends each image grid to every image-capable logger, or to PNG files when there is none.
 
     PNG files are written as ``<folder>/<tag>/epoch=EEEE-step=SSSSSSS.png`` (the tag's ``/`` become folders).
+    TensorBoard images and PNG files are written by :data:`WRITER` in the background (``background=False``: on the
+    calling thread); call :meth:`flush` to wait for them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, background: bool = True) -> None:
         self._warned_fallback = False
+        self.background = background
+        self._tensorboards: list[Any] = []
 
     def write_layout(self, loggers: Iterable[Any], layout: dict[str, dict[str, list[Any]]]) -> None:
         """Give every TensorBoard logger the custom-scalar layout (other loggers have no such thing)."""
@@ -129,34 +224,75 @@ class ImageSink:
         epoch: int,
         default_root_dir: str,
     ) -> list[Path]:
-        """Write ``images`` (tag -> ``uint8`` ``[3, H, W]``) and return the PNG paths written (if any)."""
+        """Write ``images`` (tag -> ``uint8`` ``[3, H, W]``); return the PNG paths (written once flushed), if any."""
         loggers = list(loggers)
-        writers = [w for w in map(image_writer, loggers) if w is not None]
-        if writers:
-            for write in writers:
-                for tag, image in images.items():
-                    write(tag, image, step)
-            return []
-        folder = fallback_dir(loggers, default_root_dir)
-        if not self._warned_fallback:
-            self._warned_fallback = True
-            warnings.warn(
-                f"no logger in the Trainer takes images (TensorBoardLogger, or one with log_image); "
-                f"the explanation grids are written as PNG files under {folder}.",
-                UserWarning,
-                stacklevel=2,
-            )
-        return write_images(folder, images, step=step, epoch=epoch)
+        images = {tag: image.detach().cpu() for tag, image in images.items()}
+        now: list[Callable[[], None]] = []
+        later: list[Callable[[], None]] = []
+        for logger in loggers:
+            write = image_writer(logger)
+            if write is None:
+                continue
+            tensorboard = _tensorboard_writer(logger)
+            if tensorboard is not None and tensorboard not in self._tensorboards:
+                self._tensorboards.append(tensorboard)
+            job = _job(write, images, step)
+            (later if tensorboard is not None else now).append(job)
+        paths: list[Path] = []
+        if not now and not later:
+            folder = fallback_dir(loggers, default_root_dir)
+            if not self._warned_fallback:
+                self._warned_fallback = True
+                warnings.warn(
+                    f"no logger in the Trainer takes images (TensorBoardLogger, or one with log_image); "
+                    f"the explanation grids are written as PNG files under {folder}.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            paths = image_paths(folder, images, step=step, epoch=epoch)
+            later.append(lambda: _write_files(folder, images, step, epoch))
+        for job in now:
+            job()
+        for job in later:
+            if self.background:
+                WRITER.submit(job)
+            else:
+                job()
+        return paths
+
+    def flush(self) -> None:
+        """Wait until every image handed to the background writer is written (and TensorBoard has it on disk)."""
+        try:
+            WRITER.flush()
+        finally:
+            for writer in self._tensorboards:
+                if callable(getattr(writer, "flush", None)):
+                    writer.flush()
+
+
+def _job(write: ImageWriter, images: Mapping[str, Tensor], step: int) -> Callable[[], None]:
+    def run() -> None:
+        for tag, image in images.items():
+            write(tag, image, step)
+
+    return run
+
+
+def _write_files(folder: Path, images: Mapping[str, Tensor], step: int, epoch: int) -> None:
+    write_images(folder, images, step=step, epoch=epoch)
+
+
+def image_paths(folder: Path, images: Mapping[str, Tensor], *, step: int, epoch: int) -> list[Path]:
+    """Where :func:`write_images` puts each image."""
+    return [folder.joinpath(*tag.split("/")) / f"epoch={epoch:04d}-step={step:07d}.png" for tag in images]
 
 
 def write_images(folder: Path, images: Mapping[str, Tensor], *, step: int, epoch: int) -> list[Path]:
     """Save each ``uint8`` ``[3, H, W]`` image as ``folder/<tag>/epoch=EEEE-step=SSSSSSS.png``."""
     from PIL import Image
 
-    paths = []
-    for tag, image in images.items():
-        path = folder.joinpath(*tag.split("/")) / f"epoch={epoch:04d}-step={step:07d}.png"
+    paths = image_paths(folder, images, step=step, epoch=epoch)
+    for path, image in zip(paths, images.values(), strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
-        paths.append(path)
     return paths

@@ -14,6 +14,7 @@ from lightning_explain.functional.metrics import (
     com_shift,
     drift_report,
     emd,
+    emd_bounds,
     energy_in_mask,
     focus_report,
     lift,
@@ -105,19 +106,58 @@ def _grid_points(h: int, w: int) -> np.ndarray:
     return np.stack([ys.ravel(), xs.ravel()], axis=1)
 
 
+def _blobs(n: int, size: int, g: torch.Generator) -> torch.Tensor:
+    """Sums of three Gaussian blobs: the smooth, heavy-tailed maps a CAM gives."""
+    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    out = torch.zeros(n, size, size)
+    for i in range(n):
+        for _ in range(3):
+            cy, cx = (torch.rand(2, generator=g) * size).tolist()
+            width = 0.3 + torch.rand(1, generator=g).item() * size / 4
+            out[i] += torch.rand(1, generator=g) * torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * width**2))
+    return out
+
+
 @pytest.mark.parametrize("size", [5, 8])
 def test_emd_against_scipy_exact_wasserstein(size):
+    """The exact optimal transport (scipy's linear program) lies between emd_bounds; emd is at most 0.003 below it."""
     g = torch.Generator().manual_seed(size)
-    a = torch.rand(4, size, size, generator=g) ** 4
-    b = torch.rand(4, size, size, generator=g) ** 4
+    n = 6
+    families = {
+        "power": (torch.rand(n, size, size, generator=g) ** 4, torch.rand(n, size, size, generator=g) ** 4),
+        "relu": (torch.randn(n, size, size, generator=g).relu(), torch.randn(n, size, size, generator=g).relu()),
+        "blobs": (_blobs(n, size, g), _blobs(n, size, g)),
+        "points": tuple(
+            torch.nn.functional.one_hot(torch.randint(0, size * size, (n,), generator=g), size * size)
+            .float()
+            .view(n, size, size)
+            for _ in range(2)
+        ),
+    }
+    a, b = families["power"]
     b[0] = a[0]
     b[1] = torch.roll(a[1], 1, dims=1)
-    ours = emd(a, b)
     pts = _grid_points(size, size)
-    for i in range(4):
-        ref = scipy_stats.wasserstein_distance_nd(pts, pts, a[i].flatten().numpy(), b[i].flatten().numpy())
-        assert ours[i].item() == pytest.approx(ref, abs=0.01)
-    assert ours[0].item() < 1e-3
+    for name, (a, b) in families.items():
+        ours = emd(a, b)
+        lower, upper = emd_bounds(a, b)
+        for i in range(n):
+            pa, pb = (m[i].double().flatten().numpy() for m in (a, b))
+            ref = scipy_stats.wasserstein_distance_nd(pts, pts, pa / pa.sum(), pb / pb.sum())
+            assert ref - 0.003 <= ours[i].item() <= ref + 1e-5, name
+            assert lower[i].item() - 1e-5 <= ref <= upper[i].item() + 1e-5, name
+    assert emd(*families["power"])[0].item() < 1e-6
+
+
+def test_drift_report_equals_one_metric_call_per_pair():
+    """drift_report stacks prev, first and chance into one call per metric: the values are the per-pair ones."""
+    g = torch.Generator().manual_seed(3)
+    cur, prev, first = (torch.rand(4, 16, 16, generator=g) for _ in range(3))
+    out = drift_report(cur, prev, first)
+    assert torch.allclose(out["emd_prev"], emd(cur, prev), atol=1e-6)
+    assert torch.allclose(out["emd_chance"], emd(cur, cur.roll(1, dims=0)), atol=1e-6)
+    assert torch.allclose(out["spearman_first"], spearman(cur, first), atol=1e-6)
+    assert drift_report(cur[:1]) == {}
 
 
 def test_emd_of_a_point_moved_by_one_cell_is_one_cell():

@@ -3,7 +3,9 @@
 Each view is a thin callback: this base decides *when* (validation epoch end, not the sanity check, every n epochs,
 global rank zero only), reads and keeps the probe (the first validation samples, chosen dataset indices, or an
 explicit tensor, with optional masks), sends images to the sinks and scalars to ``pl_module.log``, and turns a
-failure in a later epoch into one warning (``strict=True`` re-raises). Subclasses implement ``_run``, and may add
+failure in a later epoch into one warning (``strict=True`` re-raises). Images are encoded and written in the background
+(:class:`~lightning_explain.sinks.BackgroundWriter`); ``teardown`` and ``on_exception`` wait for them, so every image
+is on disk when ``fit``/``validate``/``test`` returns or raises. Subclasses implement ``_run``, and may add
 ``_setup`` (checks that need the model), ``_start`` (at train start) and ``_prepare`` (before each run, outside the
 failure guard). The shared defaults are in :mod:`lightning_explain.callbacks._defaults`.
 """
@@ -11,6 +13,7 @@ failure guard). The shared defaults are in :mod:`lightning_explain.callbacks._de
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -150,6 +153,20 @@ class ViewCallback(Callback):
             self._run(trainer, pl_module)
         except Exception as err:
             self._fail("the view", err, trainer.current_epoch)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """At the end of ``fit``/``validate``/``test`` (before Lightning closes the loggers): every image is written."""
+        try:
+            self._sink.flush()
+        except Exception as err:
+            self._fail("writing the images", err, trainer.current_epoch)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """Training stops on an error or Ctrl+C: write the images already logged before the loggers close."""
+        try:
+            self._sink.flush()
+        except Exception as err:  # the run's own exception is what the user must see: only warn
+            warnings.warn(f"{type(self).__name__}: {err}", UserWarning, stacklevel=2)
 
     def state_dict(self) -> dict[str, Any]:
         if self._probe is None:

@@ -11,8 +11,9 @@ Focus (Selvaraju et al. energy pointing game, Arras et al. relevance mass):
     ``pointing_game`` 1 if the map's maximum lies in the (optionally dilated) mask; NaN for constant maps.
 
 Drift between two maps of the same image:
-    ``emd`` Wasserstein-1 distance between the maps normalised to sum 1, in units of the image side
-    (entropic Sinkhorn with epsilon scaling on a grid of at most ``grid`` x ``grid`` cells, 8 by default).
+    ``emd`` Wasserstein-1 distance between the maps normalised to sum 1, in units of the image side, on a grid of
+    at most ``grid`` x ``grid`` cells (8 by default): stabilised Sinkhorn, bracketed by a feasible plan and a
+    feasible dual (``emd_bounds``); the dual value, at most 0.003 below the exact one, is reported.
     ``com_shift`` distance between centres of mass, in units of the image side.
     ``topk_iou`` IoU of the top ``fraction`` of pixels of each map.
     ``spearman`` rank correlation of the pixel values (average ranks for ties).
@@ -39,6 +40,7 @@ __all__ = [
     "com_shift",
     "drift_report",
     "emd",
+    "emd_bounds",
     "energy_in_mask",
     "focus_report",
     "lift",
@@ -160,54 +162,94 @@ def _grid_points(height: int, width: int, device: torch.device) -> Tensor:
     return torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(-1, 2)
 
 
-def emd(maps_a: Tensor, maps_b: Tensor, *, grid: int = 8, epsilon: float = 3e-3, iterations: int = 15) -> Tensor:
-    """Wasserstein-1 distance between maps normalised to sum 1, in units of the image side.
+#: Masses below this share of a map are dropped before transport (they move the value by less than 1e-12 image
+#: sides, and would otherwise slow every operation down with subnormal numbers).
+_MASS_FLOOR = 1e-12
 
-    Maps larger than ``grid`` x ``grid`` are first summed into that many cells (area pooling keeps the mass).
-    The transport plan comes from log-domain Sinkhorn with epsilon scaling down to ``epsilon``; the value
-    reported is the plan's transport cost. Measured against scipy's exact ``wasserstein_distance_nd`` in the
-    tests. NaN where either map is all zero or not finite.
+
+def _pool_to_grid(p: Tensor, grid: int) -> Tensor:
+    """Distributions ``[B, H, W]`` summed into at most ``grid`` cells along the longer side (mass kept)."""
+    height, width = p.shape[-2:]
+    if max(height, width) <= grid:
+        return p
+    size = (
+        (grid, max(1, round(grid * width / height)))
+        if height >= width
+        else (max(1, round(grid * height / width)), grid)
+    )
+    pooled = F.adaptive_avg_pool2d(p[:, None], size)[:, 0]
+    return pooled / pooled.flatten(1).sum(1).clamp_min(1e-30).view(-1, 1, 1)
+
+
+def _masses(p: Tensor) -> Tensor:
+    a = p.flatten(1).double()
+    a = torch.where(a < _MASS_FLOOR, torch.zeros_like(a), a)
+    return a / a.sum(dim=1, keepdim=True).clamp_min(1e-300)
+
+
+def emd_bounds(
+    maps_a: Tensor, maps_b: Tensor, *, grid: int = 8, epsilon: float = 3e-3, iterations: int = 15
+) -> tuple[Tensor, Tensor]:
+    """Certified lower and upper bounds ``[B]`` of the Wasserstein-1 distance that :func:`emd` reports.
+
+    The upper bound is the cost of a transport plan that meets both marginals exactly (Sinkhorn's plan, rounded onto
+    the transport polytope as Altschuler et al. 2017 do); the lower bound is the dual value of Sinkhorn's potentials
+    made feasible by two c-transforms. The exact distance lies between them. NaN where either map is all zero or not
+    finite.
     """
     if maps_a.shape != maps_b.shape:
         raise ValueError(f"maps must have the same shape, got {list(maps_a.shape)} and {list(maps_b.shape)}.")
     _check(maps_a)
     p, valid_p = _distributions(maps_a)
     q, valid_q = _distributions(maps_b)
+    p, q = _pool_to_grid(p, grid), _pool_to_grid(q, grid)
     height, width = p.shape[-2:]
-    if max(height, width) > grid:
-        gh, gw = (
-            (grid, max(1, round(grid * width / height)))
-            if height >= width
-            else (max(1, round(grid * height / width)), grid)
-        )
-        p = F.adaptive_avg_pool2d(p[:, None], (gh, gw))[:, 0]
-        q = F.adaptive_avg_pool2d(q[:, None], (gh, gw))[:, 0]
-        p, q = (
-            p / p.flatten(1).sum(1).clamp_min(1e-30).view(-1, 1, 1),
-            q / q.flatten(1).sum(1).clamp_min(1e-30).view(-1, 1, 1),
-        )
-        height, width = gh, gw
-    pts = _grid_points(height, width, p.device)
-    cost = torch.cdist(pts, pts).float()  # [N, N]
-    a = p.flatten(1).float()
-    b = q.flatten(1).float()
-    log_a = torch.log(a.clamp_min(1e-38))
-    log_b = torch.log(b.clamp_min(1e-38))
-    f = torch.zeros_like(a)
-    g = torch.zeros_like(b)
+    cost = torch.cdist(*(2 * [_grid_points(height, width, p.device)]))  # [N, N], float64
+    a, b = _masses(p), _masses(q)
+    lower, upper = _sinkhorn_bounds(a, b, cost, epsilon, iterations)
+    valid = valid_p & valid_q
+    nan = torch.full_like(upper, _NAN)
+    return torch.where(valid, lower, nan).float(), torch.where(valid, upper, nan).float()
+
+
+def _sinkhorn_bounds(a: Tensor, b: Tensor, cost: Tensor, epsilon: float, iterations: int) -> tuple[Tensor, Tensor]:
+    """Stabilised Sinkhorn (potentials absorbed into the kernel at each step of epsilon scaling), float64."""
+    tiny = 1e-300
+    f, g = torch.zeros_like(a), torch.zeros_like(b)
+    u, v = torch.ones_like(a), torch.ones_like(b)
+    kernel = torch.ones(a.shape[0], *cost.shape, dtype=a.dtype, device=a.device)
     eps = float(cost.max().item())
-    while True:
+    while eps > epsilon:
         eps = max(eps / 2, epsilon)
+        # exp(-690) ~ 1e-300: entries below it are raised to it (they carry no mass) rather than made subnormal.
+        kernel = torch.exp(((f[:, :, None] + g[:, None, :] - cost) / eps).clamp_min(-690.0))
+        v = torch.ones_like(b)
         for _ in range(iterations):
-            f = -eps * torch.logsumexp((g[:, None, :] - cost[None]) / eps + log_b[:, None, :], dim=2)
-            g = -eps * torch.logsumexp((f[:, :, None] - cost[None]) / eps + log_a[:, :, None], dim=1)
-        if eps <= epsilon:
-            break
-    log_plan = (f[:, :, None] + g[:, None, :] - cost[None]) / eps + log_a[:, :, None] + log_b[:, None, :]
-    plan = torch.exp(log_plan)
-    plan = plan * (a / plan.sum(dim=2).clamp_min(1e-38))[:, :, None]  # exact first marginal
-    value = (plan * cost[None]).sum(dim=(1, 2)).float()
-    return torch.where(valid_p & valid_q, value, torch.full_like(value, _NAN))
+            u = a / torch.bmm(kernel, v[:, :, None])[:, :, 0].clamp_min(tiny)
+            v = b / torch.bmm(u[:, None, :], kernel)[:, 0, :].clamp_min(tiny)
+        f = f + eps * torch.log(u.clamp_min(tiny))
+        g = g + eps * torch.log(v.clamp_min(tiny))
+    plan = u[:, :, None] * kernel * v[:, None, :]
+    plan = plan * (a / plan.sum(dim=2).clamp_min(tiny)).clamp(max=1.0)[:, :, None]
+    plan = plan * (b / plan.sum(dim=1).clamp_min(tiny)).clamp(max=1.0)[:, None, :]
+    short_a, short_b = a - plan.sum(dim=2), b - plan.sum(dim=1)
+    plan = plan + short_a[:, :, None] * short_b[:, None, :] / short_a.sum(dim=1).clamp_min(tiny)[:, None, None]
+    upper = (plan * cost).sum(dim=(1, 2))
+    g = (cost - f[:, :, None]).amin(dim=1)  # c-transforms: f_i + g_j <= cost_ij holds afterwards
+    f = (cost - g[:, None, :]).amin(dim=2)
+    lower = (f * a).sum(dim=1) + (g * b).sum(dim=1)
+    return torch.minimum(lower, upper), upper
+
+
+def emd(maps_a: Tensor, maps_b: Tensor, *, grid: int = 8, epsilon: float = 3e-3, iterations: int = 15) -> Tensor:
+    """Wasserstein-1 distance between maps normalised to sum 1, in units of the image side.
+
+    Maps larger than ``grid`` x ``grid`` are first summed into that many cells (area pooling keeps the mass). The
+    value is the lower bound of :func:`emd_bounds`: the dual value of a feasible potential, so never above the exact
+    distance; against scipy's exact linear program the tests measure it at most 0.003 image sides below (a one-cell
+    move on the 8 x 8 grid is 0.125). NaN where either map is all zero or not finite.
+    """
+    return emd_bounds(maps_a, maps_b, grid=grid, epsilon=epsilon, iterations=iterations)[0]
 
 
 def _centres(maps: Tensor) -> tuple[Tensor, Tensor]:
@@ -301,12 +343,17 @@ def drift_report(current: Tensor, previous: Tensor | None = None, first: Tensor 
     image i with image i+1 of the same epoch (different images), so a reader knows what "large" means. Metrics:
     ``emd``, ``com_shift``, ``topk_iou``, ``spearman``. Needs at least two images for the chance level.
     """
+    others = {"prev": previous, "first": first}
+    if current.shape[0] > 1:
+        others["chance"] = current.roll(1, dims=0)
+    pairs = {k: v for k, v in others.items() if v is not None}
+    if not pairs:
+        return {}
+    # One call per metric over every pair (prev, first, chance) stacked on the batch dimension.
+    left = torch.cat([current] * len(pairs))
+    right = torch.cat(list(pairs.values()))
     out: dict[str, Tensor] = {}
     for name, fn in DRIFT_METRICS.items():
-        if previous is not None:
-            out[f"{name}_prev"] = fn(current, previous)
-        if first is not None:
-            out[f"{name}_first"] = fn(current, first)
-        if current.shape[0] > 1:
-            out[f"{name}_chance"] = fn(current, current.roll(1, dims=0))
+        for key, values in zip(pairs, fn(left, right).split(current.shape[0]), strict=True):
+            out[f"{name}_{key}"] = values
     return out
