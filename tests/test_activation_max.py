@@ -37,7 +37,7 @@ def test_channel_activation_rises_far_above_its_start_and_beats_random_inputs():
     kwargs = {"input_shape": SHAPE, "steps": 30, "lr": 0.1, "jitter": 1, "mean": MEAN, "std": STD}
     out = maximize_activation(_model(), "features.3", [0, 5, 9], **kwargs)
     assert out.images.shape == out.pixels.shape == (3, *SHAPE)
-    assert 0 <= float(out.pixels.min()) and float(out.pixels.max()) <= 1
+    assert float(out.pixels.min()) >= 0 and float(out.pixels.max()) <= 1
     with torch.no_grad():
         conv = _model().eval().features[:4]  # the conv's output, before the in-place ReLU
         random = conv(_random_inputs())[:, [0, 5, 9]].mean((2, 3))
@@ -164,7 +164,7 @@ def test_bad_arguments_name_the_fix():
         maximize_activation(model, "features.3", [0], classes=[0], input_shape=SHAPE)
     with pytest.raises(ValueError, match=r"input_shape must be \[C, H, W\]"):
         maximize_activation(model, classes=[0], input_shape=(16, 16))
-    with pytest.raises(ValueError, match="at least one of|neither"):
+    with pytest.raises(ValueError, match="got neither"):
         ActivationMaximization()
     with pytest.raises(ValueError, match=r"channels\['x'\] must be a non-empty list"):
         ActivationMaximization({"x": []})

@@ -176,8 +176,11 @@ def count_units(
     """How many channels ``layer`` outputs (``layer=None``: how many classes the model scores), from one no-grad
     pass of a grey image of ``input_shape`` ``[C, H, W]``; model flags, ``.grad`` and RNGs restored.
 
-    Raises a ValueError that names the fix for a layer that does not exist, is not called, or whose output is not a
-    feature map. Example:
+    Raises:
+        ValueError: naming the fix, for a layer that does not exist, is not called, or whose output is not a
+            feature map, and for a model whose output is not ``[B, C]`` class scores (``layer=None``).
+
+    Example:
         >>> import torchvision
         >>> count_units(torchvision.models.resnet18(num_classes=3), "layer2", input_shape=(3, 32, 32))
         128
