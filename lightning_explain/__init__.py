@@ -8,6 +8,7 @@ Example:
     >>> callback = ExplainCallback(target_layer="layer4")
 """
 
+from lightning_explain.callbacks.activation_max import ActivationMaximization
 from lightning_explain.callbacks.errors import ErrorAttribution
 from lightning_explain.callbacks.explain import ExplainCallback
 from lightning_explain.callbacks.feature_maps import FeatureMaps
@@ -19,6 +20,7 @@ from lightning_explain.callbacks.tcav import TCAVCallback
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivationMaximization",
     "ErrorAttribution",
     "ExplainCallback",
     "FeatureInversion",

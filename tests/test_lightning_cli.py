@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "config.yaml"
 #: YAML init_args for callbacks that cannot be built with their defaults alone.
 MINIMAL_ARGS: dict[str, dict[str, Any]] = {
+    "ActivationMaximization": {"channels": {"features.0": [0]}, "classes": [0]},
     "FeatureInversion": {"layer": "features.3"},
     "TCAVCallback": {
         "layer": "features.6",

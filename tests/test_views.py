@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_explain import (
+    ActivationMaximization,
     ErrorAttribution,
     ExplainCallback,
     FeatureInversion,
@@ -233,6 +234,7 @@ def _all_views() -> list[pl.Callback]:
             "features.3", {"red": "test_views:RED"}, num_random=2, set_size=4, num_class_examples=16, cav_steps=20
         ),
         FeatureInversion("features.3", every_n_epochs=1, steps=3, progress=False),
+        ActivationMaximization({"features.3": [0]}, classes=[1], every_n_epochs=1, steps=2),
     ]
 
 
@@ -252,6 +254,7 @@ def test_training_is_bit_identical_with_and_without_every_view(tmp_path):
     assert torch.equal(rng_with, rng_without)
     tags = set(read_event_images(t.logger.log_dir))
     assert {"explain/filters/features.0", "explain/feature_maps/features.0", "explain/inversion/features.3"} <= tags
+    assert "explain/activation_max/classes" in tags
     assert "explain/tcav/red/0/score" in t.callback_metrics or "explain/tcav/red/1/score" in t.callback_metrics
 
 
@@ -278,6 +281,8 @@ def test_every_view_runs_under_trainer_validate_in_inference_mode(tmp_path):
         "explain/feature_maps/features.3",
         "explain/filters/features.0",
         "explain/inversion/features.3",
+        "explain/activation_max/features.3",
+        "explain/activation_max/classes",
     } <= tags
     assert any(k.startswith("explain/tcav/red/") for k in t.callback_metrics)
 

@@ -1,5 +1,6 @@
 """Lightning callbacks, one per file."""
 
+from lightning_explain.callbacks.activation_max import ActivationMaximization
 from lightning_explain.callbacks.errors import ErrorAttribution
 from lightning_explain.callbacks.explain import ExplainCallback
 from lightning_explain.callbacks.feature_maps import FeatureMaps
@@ -9,6 +10,7 @@ from lightning_explain.callbacks.inversion import FeatureInversion
 from lightning_explain.callbacks.tcav import TCAVCallback
 
 __all__ = [
+    "ActivationMaximization",
     "ErrorAttribution",
     "ExplainCallback",
     "FeatureInversion",

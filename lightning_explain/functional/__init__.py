@@ -12,6 +12,7 @@ How the files divide the work, in the order data flows through them:
   hold each family's math; ``maps``: upsample and normalise.
 - ``methods`` and ``vit``: one public function per method.
 - ``metrics`` (focus and drift numbers), ``tcav`` (concept sensitivity), ``inversion`` (feature inversion),
+  ``activation_max`` (activation maximisation),
   ``feature_maps`` and ``predictions`` (the other views' no-grad passes).
 
 Example:
@@ -24,6 +25,7 @@ Example:
 """
 
 from lightning_explain.capture import capture_attention
+from lightning_explain.functional.activation_max import ActivationMaxResult, count_units, maximize_activation
 from lightning_explain.functional.engine import ExplainResult, explain
 from lightning_explain.functional.hooked_pass import PassResult, hooked_pass
 from lightning_explain.functional.inversion import InversionResult, invert_features, total_variation
@@ -76,6 +78,7 @@ __all__ = [
     "LAYER_METHODS",
     "METHODS",
     "METHOD_OPTIONS",
+    "ActivationMaxResult",
     "ExplainResult",
     "FeatureLayout",
     "InversionResult",
@@ -90,6 +93,7 @@ __all__ = [
     "channel_activations",
     "check_options",
     "cls_attention",
+    "count_units",
     "default_layer",
     "default_token_layer",
     "directional_derivatives",
@@ -109,6 +113,7 @@ __all__ = [
     "layer_cam",
     "layer_gradients",
     "locate_layer",
+    "maximize_activation",
     "normalize_maps",
     "occlusion",
     "saliency",
