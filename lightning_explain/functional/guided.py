@@ -145,10 +145,9 @@ def guided_backprop(
     ``explain``'s ``guided_backprop`` map is its absolute value, max over colour channels (as saliency), normalised.
 
     Example:
-        >>> import torchvision
-        >>> model = torchvision.models.resnet18(num_classes=4).eval()
-        >>> guided_backprop(model, torch.rand(2, 3, 32, 32), 1).shape
-        torch.Size([2, 3, 32, 32])
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.LazyLinear(4))
+        >>> guided_backprop(model, torch.rand(2, 3, 16, 16), 1).shape
+        torch.Size([2, 3, 16, 16])
     """
     return rule_gradients(model, check_inputs(inputs), targets, "guided", output_transform=output_transform)
 

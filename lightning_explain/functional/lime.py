@@ -212,11 +212,10 @@ def lime(
     ``samples`` no-grad forwards per image, ``batch_size`` at a time.
 
     Example:
-        >>> import torchvision
-        >>> model = torchvision.models.resnet18(num_classes=4).eval()
-        >>> weights = lime(model, torch.rand(1, 3, 32, 32), 2, segments=4, samples=32)
-        >>> weights.shape, weights[0, :8, :8].unique().numel()  # one value per grid cell
-        (torch.Size([1, 32, 32]), 1)
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(4))
+        >>> weights = lime(model, torch.rand(1, 3, 16, 16), 2, segments=4, samples=32)
+        >>> weights.shape, weights[0, :4, :4].unique().numel()  # one value per grid cell
+        (torch.Size([1, 16, 16]), 1)
     """
     inputs = check_inputs(inputs)
     spec = resolve_targets(model, inputs, targets, output_transform)
