@@ -479,7 +479,7 @@ def test_log_image_loggers_receive_the_grids(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"methods": ("gradcam", "lime")}, "methods must be a non-empty subset"),
+        ({"methods": ("gradcam", "kernel_shap")}, "methods must be a non-empty subset"),
         ({"num_probe": 0}, "num_probe must be an integer >= 1"),
         ({"every_n_epochs": 0}, "every_n_epochs must be"),
         ({"targets": "true"}, "targets must be 'predicted', 'label' or a class index"),

@@ -303,7 +303,7 @@ def test_bad_targets_are_clear_errors(resnet):
     with pytest.raises(ValueError, match="one per sample"):
         saliency(resnet, x, torch.tensor([1, 2, 3]))
     with pytest.raises(ValueError, match="methods must be"):
-        explain(resnet, x, "layer4", ("gradcam", "lime"))
+        explain(resnet, x, "layer4", ("gradcam", "kernel_shap"))
 
 
 def test_class_indices_made_under_inference_mode_can_be_explained():

@@ -8,8 +8,9 @@ How the files divide the work, in the order data flows through them:
 - ``targets``: logits and the score explained per image; ``context``: how a pass runs (grad on, autocast off).
 - ``hooked_pass``: the ONE hooked forward + ``autograd.grad`` that every gradient method uses.
 - ``engine``: :func:`explain`, every map from one pass; ``cams`` (CAM weightings), ``rollout`` (attention
-  math), ``input_gradients`` (SmoothGrad, Integrated Gradients) and ``perturbation`` (Score-CAM, Occlusion)
-  hold each family's math; ``maps``: upsample and normalise.
+  math), ``input_gradients`` (SmoothGrad, Integrated Gradients), ``perturbation`` (Score-CAM, Occlusion),
+  ``lime`` (LIME) and ``guided`` (guided backpropagation, deconvnet, guided Grad-CAM) hold each family's
+  math; ``maps``: upsample and normalise.
 - ``methods`` and ``vit``: one public function per method.
 - ``metrics`` (focus and drift numbers), ``tcav`` (concept sensitivity), ``inversion`` (feature inversion),
   ``activation_max`` (activation maximisation),
@@ -27,9 +28,11 @@ Example:
 from lightning_explain.capture import capture_attention
 from lightning_explain.functional.activation_max import ActivationMaxResult, count_units, maximize_activation
 from lightning_explain.functional.engine import ExplainResult, explain
+from lightning_explain.functional.guided import deconvnet, guided_backprop, guided_grad_cam, relu_rule
 from lightning_explain.functional.hooked_pass import PassResult, hooked_pass
 from lightning_explain.functional.inversion import InversionResult, invert_features, total_variation
 from lightning_explain.functional.layouts import FeatureLayout, LayoutError, infer_layout
+from lightning_explain.functional.lime import lime, superpixels
 from lightning_explain.functional.maps import normalize_maps, upsample_maps
 from lightning_explain.functional.methods import (
     channel_activations,
@@ -94,6 +97,7 @@ __all__ = [
     "check_options",
     "cls_attention",
     "count_units",
+    "deconvnet",
     "default_layer",
     "default_token_layer",
     "directional_derivatives",
@@ -104,6 +108,8 @@ __all__ = [
     "grad_cam_plus_plus",
     "grad_rollout",
     "gradient_x_input",
+    "guided_backprop",
+    "guided_grad_cam",
     "hires_cam",
     "hooked_pass",
     "infer_layout",
@@ -112,13 +118,16 @@ __all__ = [
     "layer_activations",
     "layer_cam",
     "layer_gradients",
+    "lime",
     "locate_layer",
     "maximize_activation",
     "normalize_maps",
     "occlusion",
+    "relu_rule",
     "saliency",
     "score_cam",
     "smooth_grad",
+    "superpixels",
     "t_test",
     "tcav",
     "tcav_score",

@@ -3,7 +3,8 @@
 :func:`explain` asks :func:`~lightning_explain.functional.hooked_pass.hooked_pass` once for everything the
 one-pass methods need (the layer's output and gradient, the input gradient, the attention weights and their
 gradients) and turns the result into maps: the CAM family, saliency, gradient x input, channel activations and the
-attention maps. Score-CAM, SmoothGrad, Integrated Gradients and Occlusion then add their own batched passes. Maps
+attention maps. Score-CAM, SmoothGrad, Integrated Gradients, Occlusion, LIME, guided backpropagation, deconvnet
+and guided Grad-CAM then add their own passes. Maps
 are computed in fp32 with autocast off, also inside ``torch.inference_mode()``; ``param.grad`` is never touched.
 No Lightning import.
 """
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 from lightning_explain.capture import resolve_layer
 from lightning_explain.functional.cams import GRADIENT_CAMS, cam_from_gradients, eigen_projection
 from lightning_explain.functional.context import check_inputs, grad_context
+from lightning_explain.functional.guided import GUIDED_METHODS, rule_maps
 from lightning_explain.functional.hooked_pass import PassResult, hooked_pass
 from lightning_explain.functional.input_gradients import integrated_gradients_attr, smooth_grad_attr
 from lightning_explain.functional.layouts import (
@@ -30,6 +32,7 @@ from lightning_explain.functional.layouts import (
     settle_layout,
     shape_pass,
 )
+from lightning_explain.functional.lime import lime_map
 from lightning_explain.functional.maps import normalize_maps, upsample_maps
 from lightning_explain.functional.perturbation import occlusion_map, score_cam_map
 from lightning_explain.functional.registry import (
@@ -124,7 +127,9 @@ def explain(
             outputs are read on their grid (:mod:`~lightning_explain.functional.layouts`).
         methods: any of :data:`METHODS`: ``gradcam``, ``gradcampp`` (alias ``gradcam++``), ``xgradcam``,
             ``layercam``, ``hirescam``, ``eigencam``, ``scorecam``, ``saliency``, ``gradxinput``,
-            ``smoothgrad``, ``integrated_gradients``, ``occlusion``, ``activations``, and for vision
+            ``smoothgrad``, ``integrated_gradients``, ``occlusion``, ``lime`` (positive superpixel weights),
+            ``guided_backprop``, ``deconvnet``, ``guided_gradcam`` (``|.|``, max over colour channels, as
+            ``saliency``), ``activations``, and for vision
             transformers ``attention`` (class-token attention of ``options["attention"]["layer"]``, default the
             last), ``rollout`` and ``grad_rollout``.
         targets: None (predicted class), an int, a tensor of one class index per sample, or a callable from
@@ -186,7 +191,7 @@ def explain(
         layers=[resolved] if resolved is not None else [],
         read_layer=lambda recording: recording.feature_map(tokens=True),
         attention=layout if attention_wanted else None,
-        grad_layer=bool(set(GRADIENT_CAMS).intersection(wanted)),
+        grad_layer=bool(set(GRADIENT_CAMS).intersection(wanted)) or "guided_gradcam" in wanted,
         grad_input=bool(INPUT_GRAD_METHODS.intersection(wanted)),
         grad_attention="grad_rollout" in wanted,
         output_transform=output_transform,
@@ -229,8 +234,11 @@ def explain(
     if set(EXPENSIVE_METHODS).intersection(wanted):
         spec = TargetSpec(None, targets) if callable(targets) and not isinstance(targets, Tensor) else None
         spec = spec or TargetSpec(passed.classes)
+        cam = None
+        if "guided_gradcam" in wanted and act is not None and layer_grad is not None:
+            cam = cam_from_gradients("gradcam", act, layer_grad)
         with grad_context(inputs.device):
-            for method, raw in _expensive(model, passed.inputs, act, spec, wanted, opts, output_transform).items():
+            for method, raw in _expensive(model, passed.inputs, act, cam, spec, wanted, opts, output_transform).items():
                 at_layer = method == "scorecam"
                 maps[method] = _finish(raw, size, upsample and at_layer, normalize)
     return ExplainResult(
@@ -276,12 +284,16 @@ def _expensive(
     model: nn.Module,
     x: Tensor,
     act: Tensor | None,
+    cam: Tensor | None,
     spec: TargetSpec,
     wanted: tuple[str, ...],
     opts: dict[str, dict[str, Any]],
     output_transform: OutputTransform,
 ) -> dict[str, Tensor]:
-    """The raw maps of the multi-pass methods: Score-CAM at the layer's resolution, the others per pixel."""
+    """The raw maps of the multi-pass methods: Score-CAM at the layer's resolution, the others per pixel.
+
+    ``cam`` is the raw Grad-CAM at the layer's resolution (for guided Grad-CAM).
+    """
     raw: dict[str, Tensor] = {}
     if "scorecam" in wanted:
         assert act is not None
@@ -305,6 +317,10 @@ def _expensive(
                 value = occ_opts[key]
                 occ_opts[key] = (int(value), int(value)) if isinstance(value, int) else tuple(int(v) for v in value)
         raw["occlusion"] = torch.relu(occlusion_map(model, x, spec, output_transform=output_transform, **occ_opts))
+    if "lime" in wanted:
+        raw["lime"] = torch.relu(lime_map(model, x, spec, output_transform=output_transform, **opts.get("lime", {})))
+    if GUIDED_METHODS.intersection(wanted):
+        raw.update(rule_maps(model, x, spec, wanted, cam, output_transform=output_transform))
     return raw
 
 

@@ -32,6 +32,10 @@ METHODS: tuple[str, ...] = (
     "smoothgrad",
     "integrated_gradients",
     "occlusion",
+    "lime",
+    "guided_backprop",
+    "deconvnet",
+    "guided_gradcam",
     "activations",
     "attention",
     "rollout",
@@ -40,23 +44,43 @@ METHODS: tuple[str, ...] = (
 #: What :func:`explain` and the callback compute when not told otherwise: cheap, one pass.
 DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "saliency", "activations")
 #: Methods that need extra passes (their cost grows with channels, samples, steps or windows).
-EXPENSIVE_METHODS: tuple[str, ...] = ("scorecam", "smoothgrad", "integrated_gradients", "occlusion")
+EXPENSIVE_METHODS: tuple[str, ...] = (
+    "scorecam",
+    "smoothgrad",
+    "integrated_gradients",
+    "occlusion",
+    "lime",
+    "guided_backprop",
+    "deconvnet",
+    "guided_gradcam",
+)
 #: Options each expensive method takes in ``explain(options={method: {...}})``.
 METHOD_OPTIONS: dict[str, frozenset[str]] = {
     "scorecam": frozenset({"batch_size", "precision"}),
     "smoothgrad": frozenset({"samples", "noise_level", "seed", "internal_batch_size"}),
     "integrated_gradients": frozenset({"steps", "method", "baseline", "internal_batch_size"}),
     "occlusion": frozenset({"window", "stride", "baseline", "batch_size", "precision"}),
+    "lime": frozenset(
+        {"segments", "segmentation", "compactness", "samples", "kernel_width", "ridge", "baseline", "seed"}
+        | {"batch_size", "precision"}
+    ),
     "attention": frozenset({"layer"}),
     "rollout": frozenset({"head_fusion", "discard_ratio"}),
 }
 #: Methods that read a vision transformer's attention weights.
 ATTENTION_METHODS: tuple[str, ...] = ("attention", "rollout", "grad_rollout")
 #: Methods that read the target layer.
-LAYER_METHODS = frozenset({*CAM_METHODS, "scorecam", "activations"})
+LAYER_METHODS = frozenset({*CAM_METHODS, "scorecam", "guided_gradcam", "activations"})
 #: Methods from the one pass's input gradient.
 INPUT_GRAD_METHODS = frozenset({"saliency", "gradxinput"})
-_ALIASES = {"gradcam++": "gradcampp", "ig": "integrated_gradients", "gradient_x_input": "gradxinput"}
+_ALIASES = {
+    "gradcam++": "gradcampp",
+    "ig": "integrated_gradients",
+    "gradient_x_input": "gradxinput",
+    "guided_backpropagation": "guided_backprop",
+    "deconvolution": "deconvnet",
+    "guided_grad_cam": "guided_gradcam",
+}
 
 
 def canonical_methods(methods: Sequence[str] | str) -> tuple[str, ...]:
