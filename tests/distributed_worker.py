@@ -19,6 +19,7 @@ import hashlib
 import json
 import random
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -306,11 +307,47 @@ def main() -> None:
     epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 2
     out.mkdir(parents=True, exist_ok=True)
     trainer, model, train, val = build(out, strategy, epochs)
+    started = time.perf_counter()
     trainer.fit(model, train, val)
+    seconds = [time.perf_counter() - started]
     if strategy == "fsdp2":  # the same run without the views, in the same processes and process group
         (out / "plain").mkdir(exist_ok=True)
         trainer, model, train, val = build(out / "plain", "fsdp2_plain", epochs)
+        started = time.perf_counter()
         trainer.fit(model, train, val)
+        seconds.append(time.perf_counter() - started)
+        agree(trainer.strategy, out)
+    (out / f"seconds{trainer.global_rank}.json").write_text(json.dumps(seconds))  # fit wall times, views first
+
+
+def agree(strategy: Strategy, out: Path) -> None:
+    """A failure inside :func:`together` / :func:`broadcast_from_zero` on one rank only, in the run's process group;
+    every rank records what it raised (``OUT/agree<rank>.json``)."""
+    from lightning_explain.distributed import broadcast_from_zero, together
+
+    rank = strategy.global_rank
+    seen: list[str] = []
+
+    def fail_on_rank_1() -> int:
+        if rank == 1:
+            raise ValueError("bad layer on rank 1")
+        return rank
+
+    def read_on_zero() -> str:
+        raise OSError("probe file missing")
+
+    works = [
+        lambda: together(strategy, fail_on_rank_1, "View"),
+        lambda: broadcast_from_zero(strategy, read_on_zero, "View"),
+    ]
+    for work in works:
+        try:
+            work()
+            seen.append("no error")
+        except Exception as err:
+            seen.append(f"{type(err).__name__}: {err}")
+    seen.append(str(together(strategy, lambda: rank * 10, "View")))
+    (out / f"agree{rank}.json").write_text(json.dumps(seen))
 
 
 if __name__ == "__main__":

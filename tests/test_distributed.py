@@ -181,3 +181,17 @@ def test_sharded_strategy_detection_by_class_name():
     assert sharded_strategy(DeepSpeedStrategy(3)) == "DeepSpeedStrategy (ZeRO stage 3)"
     assert sharded_strategy(DeepSpeedStrategy(2)) is None
     assert sharded_strategy(DDPStrategy()) is None
+
+
+@pytest.mark.slow
+def test_a_failure_on_one_rank_inside_a_joined_pass_stops_every_rank_with_its_message(fsdp2_run):
+    # Under FSDP2 every rank runs the view inside `together`: a failure on any rank (here rank 1 only) becomes an
+    # error on every rank; `broadcast_from_zero` (the probe) sends rank zero's error to the others. Nobody waits.
+    out = fsdp2_run[0]
+    seen = [json.loads((out / f"agree{r}.json").read_text()) for r in (0, 1)]
+    stopped = "RuntimeError: View failed on global rank {}, so every rank stops: {}"
+    assert seen[0][0] == stopped.format(1, "ValueError: bad layer on rank 1")
+    assert seen[1][0] == "ValueError: bad layer on rank 1"
+    assert seen[0][1] == "OSError: probe file missing"
+    assert seen[1][1] == stopped.format(0, "OSError: probe file missing")
+    assert [seen[0][2], seen[1][2]] == ["0", "10"]  # no failure: each rank's own value; the group still works
