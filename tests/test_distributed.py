@@ -24,7 +24,7 @@ import pytest
 from conftest import read_event_images, read_event_scalars
 from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
 
-from lightning_explain.distributed import sharded_strategy
+from lightning_explain.distributed import check_sharded, sharded_strategy
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "distributed_worker.py"
@@ -181,6 +181,19 @@ def test_sharded_strategy_detection_by_class_name():
     assert sharded_strategy(DeepSpeedStrategy(3)) == "DeepSpeedStrategy (ZeRO stage 3)"
     assert sharded_strategy(DeepSpeedStrategy(2)) is None
     assert sharded_strategy(DDPStrategy()) is None
+
+    # Which ones the views skip: FSDP v1 and DeepSpeed-3 (Lightning refuses them on the CPU, so never run here), not
+    # FSDP2 (every rank joins). A trainer stand-in: Lightning builds no Trainer with FSDPStrategy on the CPU.
+    class TrainerOf:
+        def __init__(self, strategy: object) -> None:
+            self.strategy, self.is_global_zero = strategy, True
+
+    with pytest.warns(UserWarning, match="ViewX is disabled for this run: the FSDPStrategy strategy shards") as rec:
+        assert check_sharded(TrainerOf(FSDPStrategy()), "ViewX") == "FSDPStrategy"
+    assert "use FSDP2 (ModelParallelStrategy with fully_shard in configure_model)" in str(rec[0].message)
+    with pytest.warns(UserWarning, match="DeepSpeedStrategy \\(ZeRO stage 3\\) strategy shards"):
+        assert check_sharded(TrainerOf(DeepSpeedStrategy(3)), "ViewX") is not None
+    assert check_sharded(TrainerOf(ModelParallelStrategy()), "ViewX") is None
 
 
 @pytest.mark.slow
