@@ -145,5 +145,8 @@ class ConfusedExamples:
         order = both.confidence.argsort(descending=True, stable=True)[:k]
         return ConfusedExamples(*(t[order] for t in both.as_tuple()))
 
+    def __len__(self) -> int:
+        return int(self.indices.numel())
+
     def as_tuple(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         return self.indices, self.confidence, self.labels, self.predictions, self.images

@@ -28,6 +28,7 @@ __all__ = [
     "masks_from_batch",
     "probe_from_dataloader",
     "probe_from_dataset",
+    "sampled_indices",
     "unpack_batch",
 ]
 
@@ -286,3 +287,17 @@ def first_val_loader(trainer: Any) -> Any | None:
     if isinstance(loaders, (list, tuple)):
         loaders = loaders[0] if loaders else None
     return loaders
+
+
+def sampled_indices(loader: Any) -> list[int] | None:
+    """The dataset indices ``loader``'s sampler visits, in order (this rank's shard under a ``DistributedSampler``),
+    or None when the loader has no sampler with a length (an iterable dataset). The RNG states are restored after.
+    """
+    sampler = getattr(loader, "sampler", None)
+    if sampler is None or not hasattr(sampler, "__len__"):
+        return None
+    with preserve_rng():
+        try:
+            return [int(i) for i in sampler]
+        except (TypeError, ValueError):
+            return None

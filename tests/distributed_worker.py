@@ -5,21 +5,33 @@
 ``OUT/tb/version_0`` and writes ``OUT/rank<r>.json`` per rank: how many forward calls of the LightningModule each
 rank made inside ExplainCallback's hooks (the probe passes, dry run included). ``strategy="ddp"`` re-launches this
 script for rank 1, which is why it is a script: under pytest it would re-run pytest.
+
+``ddp`` adds ``ErrorAttribution`` and records each rank's own most-confused candidates next to rank zero's gathered
+ones. ``fsdp2`` (FSDP2 ``fully_shard`` through ``ModelParallelStrategy``) runs every view between two ``Guard``
+callbacks that check, on every rank, that each pass left parameter gradients, optimizer state, every module's hooks,
+FSDP2's own state and the RNG states as they were; it then fits again without the views, from the same seed, and
+records both runs' weights (each rank's shards).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from conftest import TinyCNN, make_dataset
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.strategies import DDPStrategy, ModelParallelStrategy, Strategy
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from lightning_explain import (
@@ -29,6 +41,7 @@ from lightning_explain import (
     FeatureMaps,
     FilterGrid,
     FocusAlert,
+    TCAVCallback,
 )
 
 #: Hooks of ExplainCallback in which it may compute; forward calls made inside them are probe passes.
@@ -60,6 +73,7 @@ class ForwardCounter:
         self.probe_calls = 0
         self.before = 0
         self.handle: Any = None
+        self.extra: dict[str, Any] = {}
 
     def attach(self, module: pl.LightningModule) -> None:
         if self.handle is None:
@@ -94,6 +108,8 @@ class Mark(Callback):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.where == "end" and self.out is not None:
             record = {
+                "weights": weight_digest(pl_module),
+                **self.counter.extra,
                 "global_rank": trainer.global_rank,
                 "world_size": trainer.world_size,
                 "strategy": type(trainer.strategy).__name__,
@@ -106,19 +122,127 @@ class Mark(Callback):
 
 
 def SHARDED_VIEWS() -> list[Callback]:
-    """The other views, which must skip under a sharded strategy too (their forwards would hang as well)."""
+    """The other views: under FSDP2 every rank joins their passes too."""
+    concept = make_dataset(8, seed=3).tensors[0] * 0.5
     return [
-        ErrorAttribution(num_probe=4, max_batches=2),
+        ErrorAttribution(num_probe=4, max_batches=2, top_k=4),
         FeatureMaps(num_probe=4),
         FilterGrid(),
         FeatureInversion("features.3", every_n_epochs=1, steps=2, num_probe=4, progress=False),
+        TCAVCallback("features.3", {"dim": concept}, num_random=2, set_size=4, num_class_examples=8, cav_steps=20),
     ]
+
+
+def _local(t: Tensor) -> Tensor:
+    """This rank's shard of a (possibly FSDP2-sharded, ``DTensor``) tensor."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def _simple(obj: Any) -> dict[str, str]:
+    return {
+        k: repr(v)
+        for k, v in vars(obj).items()
+        if isinstance(v, (bool, int, float, str, type(None))) or hasattr(v, "name")
+    }
+
+
+def _state(trainer: pl.Trainer, module: pl.LightningModule) -> dict[str, Any]:
+    """Everything a probe pass must leave as it found it, on this rank."""
+    hooks = {}
+    for name, sub in module.named_modules():
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+            hooks[f"{name}.{attr}"] = [
+                (k, qualname)
+                for k, f in getattr(sub, attr).items()
+                # ErrorAttribution's own collecting hook lives for the validation epoch, and ends in this window
+                if "on_validation_epoch_start" not in (qualname := getattr(f, "__qualname__", repr(f)))
+            ]
+        fsdp = getattr(sub, "_get_fsdp_state", None)
+        if fsdp is not None:
+            state = fsdp()
+            group = state._fsdp_param_group
+            hooks[f"{name}.fsdp"] = [_simple(state), _simple(group) if group is not None else None]
+    params = {n: (type(p).__name__, p.requires_grad, _local(p).data_ptr()) for n, p in module.named_parameters()}
+    grads = {n: None if p.grad is None else _local(p.grad).clone() for n, p in module.named_parameters()}
+    optim = [
+        {
+            (i, k): _local(v).clone() if isinstance(v, Tensor) else v
+            for i, st in enumerate(o.state.values())
+            for k, v in st.items()
+        }
+        for o in trainer.optimizers
+    ]
+    rng = (torch.get_rng_state(), repr(np.random.get_state()), random.getstate())
+    modes = [m.training for m in module.modules()]
+    return {"hooks": hooks, "params": params, "grads": grads, "optim": optim, "rng": rng, "modes": modes}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+class Guard(Callback):
+    """Before the views (``where="before"``): give every parameter a sentinel gradient and snapshot :func:`_state`;
+    after them (the same object, ``where="after"``): compare, record which parts changed, and put the original
+    gradients back. ``record["checks"]`` holds one list of changed parts per pass."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = record
+        record["checks"] = []
+        self.before: dict[str, Any] = {}
+        self.original: dict[str, Tensor | None] = {}
+
+    def side(self, where: str) -> Callback:
+        guard = self
+
+        class Side(Callback):
+            def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+                guard.check(where, trainer, pl_module)
+
+            def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+                if not trainer.sanity_checking:
+                    guard.check(where, trainer, pl_module)
+
+        return Side()
+
+    def check(self, where: str, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if where == "before":
+            self.original = {n: p.grad for n, p in pl_module.named_parameters()}
+            for p in pl_module.parameters():
+                p.grad = torch.full_like(p, 0.25)  # a sentinel: a pass that accumulated into .grad would change it
+            self.before = _state(trainer, pl_module)
+            return
+        after = _state(trainer, pl_module)
+        changed = []
+        for part, value in after.items():
+            old = self.before[part]
+            if isinstance(value, dict):
+                changed += [f"{part}:{k}" for k in value if not _same(old.get(k), value[k])]
+            elif not _same(old, value):
+                changed.append(part)
+        self.record["checks"].append(changed)
+        for n, p in pl_module.named_parameters():
+            p.grad = self.original[n]
+
+
+def weight_digest(module: torch.nn.Module) -> str:
+    """A digest of this rank's parameter shards and buffers."""
+    digest = hashlib.sha256()
+    for t in [*module.parameters(), *module.buffers()]:
+        digest.update(_local(t).detach().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def build(out: Path, strategy: str, epochs: int = 2) -> tuple[pl.Trainer, pl.LightningModule, DataLoader, DataLoader]:
     """The trainer, model and loaders of the run (also used in-process by the ``ddp_spawn`` test)."""
     counter = ForwardCounter()
-    callbacks = [
+    callbacks: list[Callback] = [
         Mark(counter, "start"),
         # "ddp_bad": a class index the 3-class model does not have; only rank 0's dry run can notice.
         ExplainCallback(num_probe=4, targets=7 if strategy == "ddp_bad" else "predicted"),
@@ -127,10 +251,20 @@ def build(out: Path, strategy: str, epochs: int = 2) -> tuple[pl.Trainer, pl.Lig
         # A collective of its own (reduce_boolean_decision) on every rank: must not deadlock with rank-0 compute.
         FocusAlert("explain/gradcam/focus/border_lift", threshold=10.0, patience=1, stop_training=False),
     ]
+    if strategy == "fsdp2":
+        guard = Guard(counter.extra)
+        callbacks.insert(1, guard.side("before"))
+        callbacks.insert(-2, guard.side("after"))
+    elif strategy == "fsdp2_plain":
+        callbacks = [Mark(counter, "end", out)]
+    elif strategy == "ddp":
+        errors = ErrorAttribution(num_probe=4, top_k=4)
+        callbacks += [Spy(errors, "local", counter.extra), errors, Spy(errors, "gathered", counter.extra)]
     timeout = timedelta(seconds=120)
+    torch.manual_seed(0)
     model: pl.LightningModule = TinyCNN()
     strategy_obj: Strategy
-    if strategy == "fsdp2":  # FSDP (v1) needs an accelerator in torch; FSDP2's fully_shard runs on CPU + gloo
+    if strategy.startswith("fsdp2"):  # FSDP (v1) needs an accelerator in torch; FSDP2's fully_shard runs on CPU + gloo
         strategy_obj = ModelParallelStrategy(
             data_parallel_size=2, tensor_parallel_size=1, process_group_backend="gloo", timeout=timeout
         )
@@ -154,12 +288,66 @@ def build(out: Path, strategy: str, epochs: int = 2) -> tuple[pl.Trainer, pl.Lig
     return trainer, model, train, val
 
 
+class Spy(Callback):
+    """Records ErrorAttribution's candidates at the validation epoch end: this rank's own (placed before it) or the
+    gathered ones (placed after it)."""
+
+    def __init__(self, errors: ErrorAttribution, what: str, record: dict[str, Any]) -> None:
+        self.errors, self.what, self.record = errors, what, record
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            seen = self.errors._candidates if self.what == "local" else self.errors.most_confused
+            pairs = list(zip(seen.indices.tolist(), seen.confidence.tolist(), strict=True))
+            self.record.setdefault(self.what, []).append(pairs)
+
+
 def main() -> None:
     out, strategy = Path(sys.argv[1]), sys.argv[2]
     epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 2
     out.mkdir(parents=True, exist_ok=True)
     trainer, model, train, val = build(out, strategy, epochs)
+    started = time.perf_counter()
     trainer.fit(model, train, val)
+    seconds = [time.perf_counter() - started]
+    if strategy == "fsdp2":  # the same run without the views, in the same processes and process group
+        (out / "plain").mkdir(exist_ok=True)
+        trainer, model, train, val = build(out / "plain", "fsdp2_plain", epochs)
+        started = time.perf_counter()
+        trainer.fit(model, train, val)
+        seconds.append(time.perf_counter() - started)
+        agree(trainer.strategy, out)
+    (out / f"seconds{trainer.global_rank}.json").write_text(json.dumps(seconds))  # fit wall times, views first
+
+
+def agree(strategy: Strategy, out: Path) -> None:
+    """A failure inside :func:`together` / :func:`broadcast_from_zero` on one rank only, in the run's process group;
+    every rank records what it raised (``OUT/agree<rank>.json``)."""
+    from lightning_explain.distributed import broadcast_from_zero, together
+
+    rank = strategy.global_rank
+    seen: list[str] = []
+
+    def fail_on_rank_1() -> int:
+        if rank == 1:
+            raise ValueError("bad layer on rank 1")
+        return rank
+
+    def read_on_zero() -> str:
+        raise OSError("probe file missing")
+
+    works = [
+        lambda: together(strategy, fail_on_rank_1, "View"),
+        lambda: broadcast_from_zero(strategy, read_on_zero, "View"),
+    ]
+    for work in works:
+        try:
+            work()
+            seen.append("no error")
+        except Exception as err:
+            seen.append(f"{type(err).__name__}: {err}")
+    seen.append(str(together(strategy, lambda: rank * 10, "View")))
+    (out / f"agree{rank}.json").write_text(json.dumps(seen))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """The shared skeleton of every view (explanations, errors, filters, feature maps, TCAV, inversion).
 
 Each view is a thin callback: this base decides *when* (validation epoch end, not the sanity check, every n epochs,
-global rank zero only), reads and keeps the probe (the first validation samples, chosen dataset indices, or an
-explicit tensor, with optional masks), sends images to the sinks and scalars to ``pl_module.log``, and turns a
-failure in a later epoch into one warning (``strict=True`` re-raises). Images are encoded and written in the background
-(:class:`~lightning_explain.sinks.BackgroundWriter`); ``teardown`` and ``on_exception`` wait for them, so every image
-is on disk when ``fit``/``validate``/``test`` returns or raises. Subclasses implement ``_run``, and may add
-``_setup`` (checks that need the model), ``_start`` (at train start) and ``_prepare`` (before each run, outside the
+global rank zero only, or every rank under FSDP2, where a forward needs every rank), reads and keeps the probe
+(the first validation samples, chosen dataset indices, or an explicit tensor, with optional masks), sends images to
+the sinks and scalars to ``pl_module.log``, and turns a failure in a later epoch into one warning (``strict=True``
+re-raises). Images are encoded and written in the background (:class:`~lightning_explain.sinks.BackgroundWriter`);
+``teardown`` and ``on_exception`` wait for them, so every image is on disk when ``fit``/``validate``/``test`` returns
+or raises. Subclasses implement ``_run``, and may add ``_setup`` (checks that need the model), ``_start`` (at train
+start) and ``_prepare`` (before each run, outside the
 failure guard). The shared defaults are in :mod:`lightning_explain.callbacks._defaults`.
 """
 
@@ -23,7 +24,7 @@ from lightning_explain._lightning import Callback, is_fitting
 from lightning_explain.callbacks import _defaults as D
 from lightning_explain.capture import resolve_layer
 from lightning_explain.checks import check_display, check_positive_int, check_probe_args, fail_softly
-from lightning_explain.distributed import check_sharded, start_together
+from lightning_explain.distributed import broadcast_from_zero, check_sharded, joins_every_rank, start_together, together
 from lightning_explain.functional.context import check_inputs
 from lightning_explain.functional.targets import OutputTransform
 from lightning_explain.probe import (
@@ -127,26 +128,36 @@ class ViewCallback(Callback):
         self.strict = strict
         self._warned: set[str] = set()
         self._sink = ImageSink()
-        #: Set in ``setup`` under a sharded strategy (FSDP, DeepSpeed-3): the view then does nothing.
+        #: Set in ``setup`` under a sharded strategy the views cannot run under (FSDP v1, DeepSpeed-3): nothing runs.
         self._sharded: str | None = None
+        #: Set in ``setup`` under FSDP2 (``ModelParallelStrategy``) with several ranks: every rank joins each pass.
+        self._joined = False
 
     # ----------------------------------------------------------------------------------------- hooks
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._sharded = check_sharded(trainer, type(self).__name__)
+        self._joined = self._sharded is None and joins_every_rank(trainer.strategy)
+        if self._joined and not trainer.is_global_zero:
+            self._sink = _SilentSink()  # every rank computes; rank zero alone logs
         if self._sharded is None:
             self._setup(trainer, pl_module)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._sharded is None:
+        if self._joined:
+            together(trainer.strategy, lambda: self._start(trainer, pl_module), type(self).__name__)
+        elif self._sharded is None:
             start_together(trainer, lambda: self._start(trainer, pl_module), type(self).__name__)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or self._sharded is not None:
+        if trainer.sanity_checking or self._sharded is not None or not self._is_due(trainer):
             return
-        if not self._is_due(trainer):
+        if self._joined:
+            together(trainer.strategy, lambda: self._prepare(trainer, pl_module), type(self).__name__)
+        elif not trainer.is_global_zero:
             return
-        self._prepare(trainer, pl_module)
+        else:
+            self._prepare(trainer, pl_module)
         try:
             if self.uses_probe:
                 self._ensure_probe(trainer)
@@ -210,7 +221,16 @@ class ViewCallback(Callback):
         return self._probe
 
     def _read_probe(self, trainer: pl.Trainer) -> Probe:
-        """The probe from the first validation dataloader: ``probe_indices`` or its first ``num_probe`` samples."""
+        """The probe from the first validation dataloader: ``probe_indices`` or its first ``num_probe`` samples.
+
+        When every rank joins the pass (FSDP2), rank zero reads it and sends it to every rank (an iterable loader
+        gives each rank a different shard; every rank must explain the same images)."""
+        if self._joined:
+            name = type(self).__name__
+            return broadcast_from_zero(trainer.strategy, lambda: self._read_local_probe(trainer), name)
+        return self._read_local_probe(trainer)
+
+    def _read_local_probe(self, trainer: pl.Trainer) -> Probe:
         loader = first_val_loader(trainer)
         if loader is None:
             raise ValueError(
@@ -250,6 +270,19 @@ class ViewCallback(Callback):
 
     def _fail(self, view: str, err: Exception, epoch: int) -> None:
         fail_softly(type(self).__name__, view, err, epoch, strict=self.strict, warned=self._warned)
+
+
+class _SilentSink(ImageSink):
+    """The sink of ranks other than zero when every rank computes the views: writes nothing."""
+
+    def write_layout(self, loggers: Any, layout: Any) -> None:
+        pass
+
+    def write_text(self, loggers: Any, tag: str, text: str, *, step: int) -> None:
+        pass
+
+    def write(self, loggers: Any, images: Any, *, step: int, epoch: int, default_root_dir: str) -> list[Any]:
+        return []
 
 
 _VIEW_PARAMETERS = tuple(inspect.signature(ViewCallback.__init__).parameters)[1:]

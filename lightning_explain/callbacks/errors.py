@@ -5,18 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor
 
 from lightning_explain.callbacks import _defaults as D
 from lightning_explain.callbacks._view import ViewCallback, layer_name, view_arguments
 from lightning_explain.capture import preserve_model_state
 from lightning_explain.checks import check_int, check_positive_int
+from lightning_explain.distributed import all_gather_objects, world_size
 from lightning_explain.functional import ATTENTION_METHODS, LAYER_METHODS, METHODS, canonical_methods
 from lightning_explain.functional.predictions import first_logits, no_grad_logits, pair_maps, predicted_classes
 from lightning_explain.functional.targets import OutputTransform
 from lightning_explain.monitor import ConfusedExamples
 from lightning_explain.pipeline import find_layer
-from lightning_explain.probe import BatchUnpacker, unpack_batch
+from lightning_explain.probe import BatchUnpacker, first_val_loader, sampled_indices, unpack_batch
 from lightning_explain.render import explanation_grid, to_display
 
 if TYPE_CHECKING:
@@ -37,8 +39,10 @@ class ErrorAttribution(ViewCallback):
        value when it is ``[B, C]`` logits (or a dict with ``"logits"``), else the output of the LightningModule's
        own ``forward`` during the step (a forward hook, registered for the validation epoch only). Where neither
        is available (e.g. ``validation_step`` calls ``self.model(x)``), one extra no-grad forward per batch on the
-       first ``max_batches`` batches. Only the ``top_k`` candidates are kept, on the CPU. Under DDP only rank
-       zero's shard is searched.
+       first ``max_batches`` batches. Only the ``top_k`` candidates are kept, on the CPU. With several processes
+       (DDP, FSDP2) every rank searches its shard of the validation data and the ranks' ``top_k`` candidates (not
+       the data) are gathered, so the view shows the most confident mistakes over all ranks, captioned with their
+       indices in the validation dataset.
 
     Cost per explained epoch: one no-grad forward of the probe, and one forward + ``autograd.grad`` over twice the
     wrong images of each view (resnet18, 8 wrong images at 224 px: about one plain forward of 16 images); the
@@ -128,8 +132,8 @@ class ErrorAttribution(ViewCallback):
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._stop_collecting()
-        if self.top_k == 0 or trainer.sanity_checking or not trainer.is_global_zero or self._sharded is not None:
-            return
+        if self.top_k == 0 or trainer.sanity_checking or self._sharded is not None:
+            return  # every rank collects its shard's candidates: rank zero gathers them at the epoch end
         if not self._is_due(trainer):
             return
         self._collecting, self._seen, self._extra_forwards = True, 0, 0
@@ -159,7 +163,7 @@ class ErrorAttribution(ViewCallback):
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._collecting:
-            self.most_confused = self._candidates
+            self.most_confused = self._gather(trainer, self._candidates)
         self._stop_collecting()
         super().on_validation_epoch_end(trainer, pl_module)
 
@@ -191,6 +195,28 @@ class ErrorAttribution(ViewCallback):
             self._captured = None
         new = ConfusedExamples.from_batch(logits, labels, images, start, self.top_k)
         self._candidates = self._candidates.merge(new, self.top_k)
+
+    def _gather(self, trainer: pl.Trainer, local: ConfusedExamples) -> ConfusedExamples:
+        """The ``top_k`` of every rank's candidates (each rank sends its ``top_k`` only), on every rank.
+
+        Positions in a rank's shard become dataset indices through the rank's sampler (Lightning's
+        ``DistributedSampler``); a copy of a sample that the sampler repeats to even out the shards counts once.
+        """
+        if world_size(trainer.strategy) == 1:
+            return local
+        order = sampled_indices(first_val_loader(trainer))
+        if order is not None:
+            inside = local.indices < len(order)
+            local = ConfusedExamples(*(t[inside] for t in local.as_tuple()))
+            local.indices = torch.tensor([order[i] for i in local.indices.tolist()], dtype=torch.long)
+        merged = ConfusedExamples.empty()
+        for candidates in all_gather_objects(trainer.strategy, local):
+            merged = merged.merge(candidates, len(merged) + len(candidates))
+        first: dict[int, int] = {}  # dataset index -> its first (most confident) row
+        for row, index in enumerate(merged.indices.tolist()):
+            first.setdefault(index, row)
+        keep = torch.tensor(list(first.values())[: self.top_k], dtype=torch.long)
+        return ConfusedExamples(*(t[keep] for t in merged.as_tuple()))
 
     # ----------------------------------------------------------------------------------------- explanation
 

@@ -10,6 +10,7 @@ from lightning_explain.callbacks import _defaults as D
 from lightning_explain.callbacks._view import ViewCallback
 from lightning_explain.capture import resolve_layer
 from lightning_explain.checks import check_positive_int
+from lightning_explain.distributed import full_tensor
 from lightning_explain.render_views import filter_grid
 
 if TYPE_CHECKING:
@@ -106,6 +107,6 @@ class FilterGrid(ViewCallback):
         assert self._layer_name is not None
         _, module = resolve_layer(pl_module, self._layer_name)
         assert isinstance(module, nn.Conv2d)
-        weight = module.weight[: self.max_filters]
+        weight = full_tensor(module.weight)[: self.max_filters]
         grid = filter_grid(weight, columns=self.columns, scale=self.scale, cell_size=self.cell_size)
         self._write(trainer, {f"{self.tag_prefix}/filters/{self._layer_name}": grid})

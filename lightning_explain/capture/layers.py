@@ -19,6 +19,7 @@ __all__ = [
     "ModuleCall",
     "StopForward",
     "default_conv_layer",
+    "is_fully_sharded",
     "record_conv_grids",
     "record_layer",
     "record_outputs",
@@ -157,16 +158,29 @@ class StopForward(Exception):
     """Raised by :func:`stop_after`'s hook to end a forward pass once a layer has produced its output."""
 
 
+def is_fully_sharded(model: nn.Module) -> bool:
+    """Whether ``model`` holds FSDP2 (``fully_shard``) modules: their post-forward hooks reshard the parameters and
+    end the forward state, so a forward of such a model must run to the end."""
+    return any(hasattr(m, "_get_fsdp_state") for m in model.modules())
+
+
 @contextmanager
-def stop_after(module: nn.Module) -> Iterator[None]:
+def stop_after(module: nn.Module, model: nn.Module | None = None) -> Iterator[None]:
     """Within the block, a forward pass raises :class:`StopForward` right after ``module`` runs (hook removed in
     ``finally``). Register it after any recording hook on the same module, and catch ``StopForward`` around the
     call: the rest of the network is not run, which saves its cost when only the layer's output is needed.
+
+    When ``model`` (the network ``module`` belongs to) is sharded by FSDP2 (:func:`is_fully_sharded`), nothing is
+    cut short: a forward that stopped inside it would leave its parameters gathered and its state mid-forward, and
+    the next training step would run on that.
     """
 
     def hook(_module: nn.Module, _args: Any, _output: Any) -> None:
         raise StopForward
 
+    if model is not None and is_fully_sharded(model):
+        yield
+        return
     handle = module.register_forward_hook(hook)
     try:
         yield

@@ -49,7 +49,7 @@ class InversionResult:
 @contextmanager
 def _features(model: nn.Module, layer: str | nn.Module) -> Iterator[Callable[[Tensor], Tensor]]:
     name, module = resolve_layer(model, layer)
-    with record_layer(module, name, protect_from_inplace=False) as rec, stop_after(module):
+    with record_layer(module, name, protect_from_inplace=False) as rec, stop_after(module, model):
 
         def run(x: Tensor) -> Tensor:
             rec.outputs.clear()

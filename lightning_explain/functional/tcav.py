@@ -56,7 +56,7 @@ def layer_activations(model: nn.Module, inputs: Tensor, layer: str | nn.Module, 
         for start in range(0, inputs.shape[0], batch_size):
             with (
                 record_layer(module, name, protect_from_inplace=True) as rec,
-                stop_after(module),
+                stop_after(module, model),
                 suppress(StopForward),
             ):
                 model(as_model_input(inputs[start : start + batch_size], model))  # stops after the layer
