@@ -22,10 +22,12 @@ from torch import Tensor, nn
 
 from lightning_explain._lightning import Callback, is_fitting
 from lightning_explain.callbacks import _defaults as D
+from lightning_explain.callbacks._progress import trainer_reporter
 from lightning_explain.capture import resolve_layer
 from lightning_explain.checks import check_display, check_positive_int, check_probe_args, fail_softly
 from lightning_explain.distributed import broadcast_from_zero, check_sharded, joins_every_rank, start_together, together
 from lightning_explain.functional.context import check_inputs
+from lightning_explain.functional.progress import reporting
 from lightning_explain.functional.targets import OutputTransform
 from lightning_explain.probe import (
     BatchUnpacker,
@@ -161,7 +163,8 @@ class ViewCallback(Callback):
         try:
             if self.uses_probe:
                 self._ensure_probe(trainer)
-            self._run(trainer, pl_module)
+            with reporting(trainer_reporter(trainer, type(self).__name__)):
+                self._run(trainer, pl_module)
         except Exception as err:
             self._fail("the view", err, trainer.current_epoch)
 

@@ -102,7 +102,6 @@ class FeatureInversion(ViewCallback):
         if bad:
             raise ValueError(f"image_indices {bad} are beyond the probe's {len(self._probe)} images.")
         images = self._probe.images[self.image_indices].to(pl_module.device)
-        progress = self.progress if self.progress is not None else trainer.progress_bar_callback is not None
         out = invert_features(
             pl_module,
             self.layer,
@@ -113,7 +112,7 @@ class FeatureInversion(ViewCallback):
             l2_weight=self.l2_weight,
             bounds=self.bounds,  # type: ignore[arg-type]
             seed=self.seed,
-            progress=progress,
+            progress=self.progress,  # None: the Trainer's bar decides (the reporter ViewCallback installs)
         )
         self.latest_losses = out.losses
         columns = [to_display(images, self.mean, self.std), to_display(out.image, self.mean, self.std)]

@@ -13,12 +13,15 @@ touched), so memory stays bounded whatever the number of samples or steps.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from lightning_explain.functional.context import model_dtype
 from lightning_explain.functional.hooked_pass import hooked_pass
+from lightning_explain.functional.progress import task
 from lightning_explain.functional.targets import OutputTransform, TargetSpec, logits_from_output
 
 __all__ = ["IG_METHODS", "integrated_gradients_attr", "quadrature", "smooth_grad_attr"]
@@ -83,9 +86,13 @@ def smooth_grad_attr(
     rows = torch.arange(batch, device=inputs.device).repeat(noise.shape[0])
     total = torch.zeros(inputs.shape, device=inputs.device)
     chunk = max(1, internal_batch_size)
-    for start in range(0, flat.shape[0], chunk):
-        grad = _input_gradients(model, flat[start : start + chunk], spec, rows[start : start + chunk], output_transform)
-        total.index_add_(0, rows[start : start + chunk], grad.abs())
+    with task("smoothgrad", total=math.ceil(flat.shape[0] / chunk)) as bar:
+        for start in range(0, flat.shape[0], chunk):
+            grad = _input_gradients(
+                model, flat[start : start + chunk], spec, rows[start : start + chunk], output_transform
+            )
+            total.index_add_(0, rows[start : start + chunk], grad.abs())
+            bar.update()
     return total / noise.shape[0]
 
 
@@ -119,12 +126,14 @@ def integrated_gradients_attr(
     weight_rows = weight_t.repeat_interleave(batch)
     total = torch.zeros_like(x)
     chunk = max(1, internal_batch_size)
-    for start in range(0, rows_all.numel(), chunk):
-        rows = rows_all[start : start + chunk]
-        a = alpha_rows[start : start + chunk].view(-1, 1, 1, 1)
-        points = (x0[rows] + a * diff[rows]).to(dtype)
-        grad = _input_gradients(model, points, spec, rows, output_transform)
-        total.index_add_(0, rows, grad * weight_rows[start : start + chunk].view(-1, 1, 1, 1))
+    with task("integrated gradients", total=math.ceil(rows_all.numel() / chunk)) as bar:
+        for start in range(0, rows_all.numel(), chunk):
+            rows = rows_all[start : start + chunk]
+            a = alpha_rows[start : start + chunk].view(-1, 1, 1, 1)
+            points = (x0[rows] + a * diff[rows]).to(dtype)
+            grad = _input_gradients(model, points, spec, rows, output_transform)
+            total.index_add_(0, rows, grad * weight_rows[start : start + chunk].view(-1, 1, 1, 1))
+            bar.update()
     attributions = diff * total
     if not with_delta:
         return attributions, None

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from lightning_explain.capture import StopForward, preserve_model_state, record_layer, resolve_layer, stop_after
 from lightning_explain.functional.context import check_inputs, grad_context, model_dtype
+from lightning_explain.functional.progress import TqdmReporter, current_reporter, reporting, task
 
 __all__ = ["InversionResult", "invert_features", "total_variation"]
 
@@ -72,7 +73,7 @@ def invert_features(
     init: Tensor | None = None,
     seed: int = 0,
     bounds: tuple[float, float] | None = None,
-    progress: bool = True,
+    progress: bool | None = True,
 ) -> InversionResult:
     """Reconstruct ``image`` from ``layer``'s features.
 
@@ -89,7 +90,9 @@ def invert_features(
             generator seeded with ``seed`` (the global RNG is not used).
         seed: seed of that generator.
         bounds: clamp the input to ``(low, high)`` after each step (e.g. the normalised pixel range).
-        progress: show a tqdm progress bar with the current loss (on stderr).
+        progress: True shows a tqdm bar on stderr (unless a reporter of
+            :mod:`~lightning_explain.functional.progress` is installed, which then shows it), False shows nothing;
+            None leaves it to the installed reporter (the callbacks install one that follows the Trainer's bar).
 
     Returns:
         :class:`InversionResult`.
@@ -99,8 +102,6 @@ def invert_features(
         raise ValueError(f"steps must be >= 1; got {steps}.")
     if tv_weight < 0 or l2_weight < 0 or lr <= 0:
         raise ValueError(f"lr must be > 0 and tv_weight, l2_weight >= 0; got {lr}, {tv_weight}, {l2_weight}.")
-    from tqdm.auto import tqdm
-
     device, dtype = image.device, model_dtype(model)
     if init is None:
         g = torch.Generator().manual_seed(seed)
@@ -122,22 +123,26 @@ def invert_features(
 
         with torch.no_grad():
             initial = distance(x).sqrt()
-        bar = tqdm(range(steps), desc="feature inversion", disable=not progress, leave=False)
-        for _ in bar:
-            loss = (
-                distance(x) + tv_weight * total_variation(x.float()) + l2_weight * x.float().pow(2).flatten(1).mean(1)
-            )
-            total = loss.sum()
-            (grad,) = torch.autograd.grad(total, [x])
-            x.grad = grad
-            optimizer.step()
-            x.grad = None
-            if bounds is not None:
-                with torch.no_grad():
-                    x.clamp_(*bounds)
-            losses.append(float(total.detach()))
-            bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
-        bar.close()
+        reporter = current_reporter() if progress is not False else None
+        if progress and reporter is None:
+            reporter = TqdmReporter(delay=0)
+        with reporting(reporter), task("feature inversion", total=steps) as bar:
+            for _ in range(steps):
+                loss = (
+                    distance(x)
+                    + tv_weight * total_variation(x.float())
+                    + l2_weight * x.float().pow(2).flatten(1).mean(1)
+                )
+                total = loss.sum()
+                (grad,) = torch.autograd.grad(total, [x])
+                x.grad = grad
+                optimizer.step()
+                x.grad = None
+                if bounds is not None:
+                    with torch.no_grad():
+                        x.clamp_(*bounds)
+                losses.append(float(total.detach()))
+                bar.update()
         with torch.no_grad():
             final = distance(x).sqrt()
     return InversionResult(x.detach(), losses, initial.detach(), final.detach())

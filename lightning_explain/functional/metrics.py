@@ -204,7 +204,8 @@ def emd_bounds(
     q, valid_q = _distributions(maps_b)
     p, q = _pool_to_grid(p, grid), _pool_to_grid(q, grid)
     height, width = p.shape[-2:]
-    cost = torch.cdist(*(2 * [_grid_points(height, width, p.device)]))  # [N, N], float64
+    points = _grid_points(height, width, p.device)
+    cost = torch.cdist(points, points)  # [N, N], float64
     a, b = _masses(p), _masses(q)
     lower, upper = _sinkhorn_bounds(a, b, cost, epsilon, iterations)
     valid = valid_p & valid_q

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_explain.functional.context import model_dtype
+from lightning_explain.functional.progress import task
 from lightning_explain.functional.targets import OutputTransform, TargetSpec, logits_from_output
 
 __all__ = ["PRECISIONS", "Precision", "occlusion_map", "score_cam_map"]
@@ -87,7 +88,7 @@ def score_cam_map(
     dtype = model_dtype(model)
     forward = _PerturbedForward(model, spec, output_transform, precision)
     weights = torch.empty(batch, channels, device=activations.device)
-    with torch.inference_mode():
+    with torch.inference_mode(), task("scorecam", total=batch) as bar:
         for b in range(batch):
             up = F.interpolate(activations[b : b + 1].float(), size=size, mode="bilinear", align_corners=True)[0]
             low = up.flatten(1).amin(1)[:, None, None]
@@ -105,6 +106,7 @@ def score_cam_map(
             if constant.any():
                 scores[constant] = forward(image * 0, rows[:1])
             weights[b] = torch.softmax(scores, dim=0)
+            bar.update()
     return torch.relu(torch.einsum("bk,bkhw->bhw", weights, activations.float()))
 
 
@@ -141,7 +143,7 @@ def occlusion_map(
         cover[i, top : top + window[0], left : left + window[1]] = 1.0
     count = cover.sum(dim=0)
     out = torch.zeros(batch, height, width, device=inputs.device)
-    with torch.inference_mode():
+    with torch.inference_mode(), task("occlusion", total=batch) as bar:
         for b in range(batch):
             image = inputs[b : b + 1].to(dtype)
             rows = torch.full((batch_size,), b, dtype=torch.long, device=inputs.device)
@@ -153,4 +155,5 @@ def occlusion_map(
                 drops = reference - forward(occluded, rows[: masks.shape[0]])
                 total += torch.einsum("n,nhw->hw", drops, cover[start : start + batch_size])
             out[b] = torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
+            bar.update()
     return out

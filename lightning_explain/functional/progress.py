@@ -30,7 +30,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Protocol
 
-__all__ = ["Bar", "Reporter", "current_reporter", "reporting", "task"]
+__all__ = ["DELAY", "Bar", "Reporter", "TqdmReporter", "current_reporter", "reporting", "task"]
+
+#: Seconds a task runs before its bar appears (short work shows nothing).
+DELAY = 2.0
 
 
 class Bar(Protocol):
@@ -63,6 +66,21 @@ class _Task:
 
     def update(self, n: int = 1) -> None:
         self._bar.update(n)
+
+
+class TqdmReporter:
+    """One tqdm bar per task on stderr, shown after ``delay`` seconds and removed when the task ends."""
+
+    def __init__(self, delay: float | None = None, prefix: str = "") -> None:
+        self.delay = DELAY if delay is None else delay
+        self.prefix = prefix
+
+    def start(self, description: str, total: int) -> Bar:
+        from tqdm.auto import tqdm
+
+        return tqdm(  # type: ignore[no-any-return]
+            total=total, desc=f"{self.prefix}{description}", leave=False, delay=self.delay, dynamic_ncols=True
+        )
 
 
 _REPORTER: ContextVar[Reporter | None] = ContextVar("lightning_explain_progress", default=None)

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from lightning_explain.capture import StopForward, record_layer, resolve_layer, stop_after
 from lightning_explain.functional.context import as_model_input, check_inputs, grad_context
 from lightning_explain.functional.hooked_pass import hooked_pass
+from lightning_explain.functional.progress import task
 from lightning_explain.functional.targets import OutputTransform, class_indices
 
 __all__ = [
@@ -295,12 +296,24 @@ def tcav(
         )
     if not class_inputs or not concepts:
         raise ValueError("tcav needs at least one class and one concept.")
-    randoms = [layer_activations(model, r, layer, batch_size=batch_size) for r in random_sets]
     classes = sorted(class_inputs)
-    grads = [
-        layer_gradients(model, class_inputs[k], layer, k, output_transform=output_transform, batch_size=batch_size)
-        for k in classes
-    ]
+    with task("tcav", total=len(random_sets) + len(classes) + len(concepts)) as bar:
+        randoms = []
+        for r in random_sets:
+            randoms.append(layer_activations(model, r, layer, batch_size=batch_size))
+            bar.update()
+        grads = []
+        for k in classes:
+            grads.append(
+                layer_gradients(
+                    model, class_inputs[k], layer, k, output_transform=output_transform, batch_size=batch_size
+                )
+            )
+            bar.update()
+        concept_acts = {}
+        for name, examples in concepts.items():
+            concept_acts[name] = layer_activations(model, examples, layer, batch_size=batch_size)
+            bar.update()
 
     def scores_of(cavs: Tensor) -> Tensor:  # [R, D] -> [R, K]
         return torch.stack([tcav_score(directional_derivatives(g, cavs)) for g in grads], dim=1)
@@ -311,8 +324,7 @@ def tcav(
     null = torch.stack([cav(randoms[0], r) for r in randoms[1:]])
     random_scores = scores_of(null)
     out: dict[str, TCAVScores] = {}
-    for name, examples in concepts.items():
-        acts = layer_activations(model, examples, layer, batch_size=batch_size)
+    for name, acts in concept_acts.items():
         cavs = torch.stack([cav(acts, r) for r in randoms[1:]])
         scores = scores_of(cavs)
         p = [t_test(scores[:, j], random_scores[:, j])[1] for j in range(len(classes))]
