@@ -30,7 +30,7 @@ DRIFT_SUFFIXES = ("prev", "first", "chance")
 
 @dataclass(frozen=True)
 class Chart:
-    """One chart: its title, the scalar folder it reads (``drift``, ``focus`` or ``faithfulness``) and the metrics it shows.
+    """One chart: its title, the scalar folder it reads (``drift``, ``focus``, ``faithfulness``) and its metrics.
 
     A drift metric ``emd`` stands for its three logged series ``emd_prev``, ``emd_first`` and ``emd_chance``.
     """

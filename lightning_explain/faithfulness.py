@@ -41,7 +41,7 @@ class Faithfulness:
     max_images: int = 4
     methods: tuple[str, ...] | None = None
     steps: int = 16
-    baseline: str = "blur"
+    baseline: str = "mean"
     blur_sigma: float | None = None
     percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
     batch_size: int = 64

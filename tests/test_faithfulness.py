@@ -50,7 +50,7 @@ def _direct_curves(model, images, maps, steps, fill):
 def test_deletion_and_insertion_auc_equal_a_direct_loop_for_both_baselines():
     model, images, maps = _model(), torch.randn(2, 3, 16, 16), torch.rand(2, 16, 16)
     mean = images.mean(dim=(2, 3), keepdim=True).expand_as(images)
-    got = deletion_insertion(model, images, maps, steps=8, baseline="mean", batch_size=5)  # chunks cross images and curves
+    got = deletion_insertion(model, images, maps, steps=8, baseline="mean", batch_size=5)  # chunks span curves
     expected = _direct_curves(model, images, maps, 8, mean)
     torch.testing.assert_close(torch.stack([got["deletion_auc"], got["insertion_auc"]], 1), expected, atol=1e-5, rtol=0)
     # blur: the fill is the image blurred by a Gaussian (std 3 px here); deletion != insertion, both in [0, 1]
