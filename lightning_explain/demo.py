@@ -7,7 +7,8 @@ class colour. Two small CNNs are trained:
 - "clean": the cue shows a random class (uninformative), so only the shape helps.
 
 ExplainCallback logs Grad-CAM and its focus on the object (lift of the energy inside the object mask over
-the object's area) and drift; FocusAlert fires when the focus stays below a threshold. The behavioural truth,
+the object's area) and drift, and at the first and last epoch whether Grad-CAM is faithful (deletion/insertion
+AUC, ROAD); FocusAlert fires when the focus stays below a threshold. The behavioural truth,
 accuracy on images whose cue conflicts with the label, is logged beside it.
 
 Each run of the demo writes into a new folder ``OUT/version_N`` (N one more than the highest there, as

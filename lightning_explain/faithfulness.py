@@ -51,10 +51,9 @@ class Faithfulness:
         """None for ``False``; the defaults for ``True``; a dict overrides them (unknown keys raise)."""
         if option is False:
             return None
-        given = {} if option is True else dict(option)
+        given = {} if option is True else dict(option) if isinstance(option, Mapping) else {"": option}
         fields = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(given) - set(fields))
-        if unknown or not isinstance(option, (bool, Mapping)):
+        if set(given) - set(fields):
             raise ValueError(f"faithfulness must be True, False or a dict with keys from {fields}; got {option!r}.")
         for key in ("methods", "percentiles"):
             if given.get(key) is not None:

@@ -133,6 +133,8 @@ def test_faithfulness_options_are_checked_when_the_callback_is_built():
     assert Faithfulness.from_option(True) == Faithfulness()
     with pytest.raises(ValueError, match="keys from"):
         ExplainCallback(faithfulness={"step": 4})
+    with pytest.raises(ValueError, match="True, False or a dict"):
+        ExplainCallback(faithfulness="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="baseline"):
         ExplainCallback(faithfulness={"baseline": "zeros"})
     spec = Faithfulness.from_option({"every_n_epochs": 2})

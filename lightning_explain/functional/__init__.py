@@ -11,8 +11,9 @@ How the files divide the work, in the order data flows through them:
   math), ``input_gradients`` (SmoothGrad, Integrated Gradients) and ``perturbation`` (Score-CAM, Occlusion)
   hold each family's math; ``maps``: upsample and normalise.
 - ``methods`` and ``vit``: one public function per method.
-- ``metrics`` (focus and drift numbers), ``tcav`` (concept sensitivity), ``inversion`` (feature inversion),
-  ``feature_maps`` and ``predictions`` (the other views' no-grad passes).
+- ``metrics`` (focus and drift numbers), ``faithfulness`` (deletion/insertion AUC, ROAD), ``tcav`` (concept
+  sensitivity), ``inversion`` (feature inversion), ``feature_maps`` and ``predictions`` (the other views' no-grad
+  passes).
 
 Example:
     >>> import torch, torchvision
