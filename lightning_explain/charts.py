@@ -1,14 +1,15 @@
 """Which metric goes in which chart: one table for TensorBoard's custom scalars and the HTML report.
 
 :class:`~lightning_explain.ExplainCallback` logs each single-map method's numbers as
-``{tag_prefix}/{method}/drift/{metric}_{prev,first,chance}`` and ``{tag_prefix}/{method}/focus/{metric}``.
-:data:`CHARTS` groups them into four charts per method; :func:`lightning_explain.sinks.scalar_layout` (the
-"Custom Scalars" tab) and the HTML report (:mod:`lightning_explain.report`) both draw exactly these charts, in
-this order. Pure Python: no torch, no Lightning.
+``{tag_prefix}/{method}/drift/{metric}_{prev,first,chance}``, ``{tag_prefix}/{method}/focus/{metric}`` and
+``{tag_prefix}/{method}/faithfulness/{metric}``. :data:`CHARTS` groups them into six charts per method;
+:func:`lightning_explain.sinks.scalar_layout` (the "Custom Scalars" tab) and the HTML report
+(:mod:`lightning_explain.report`) both draw exactly these charts, in this order. Pure Python: no torch, no Lightning.
 
 Example:
-    >>> [chart.title for chart in CHARTS]
-    ['drift: distance (image sides)', 'drift: similarity', 'focus on the object', 'focus on the cue and the border']
+    >>> [chart.title for chart in CHARTS]  # doctest: +NORMALIZE_WHITESPACE
+    ['drift: distance (image sides)', 'drift: similarity', 'focus on the object', 'focus on the cue and the border',
+     'faithfulness: deletion and insertion AUC', 'faithfulness: ROAD']
     >>> chart_of("drift", "topk_iou_first").title
     'drift: similarity'
     >>> chart_of("focus", "no_such_metric") is None
@@ -29,19 +30,19 @@ DRIFT_SUFFIXES = ("prev", "first", "chance")
 
 @dataclass(frozen=True)
 class Chart:
-    """One chart: its title, the scalar folder it reads (``drift`` or ``focus``) and the metrics it shows.
+    """One chart: its title, the scalar folder it reads (``drift``, ``focus``, ``faithfulness``) and its metrics.
 
     A drift metric ``emd`` stands for its three logged series ``emd_prev``, ``emd_first`` and ``emd_chance``.
     """
 
     title: str
-    kind: Literal["drift", "focus"]
+    kind: Literal["drift", "focus", "faithfulness"]
     metrics: tuple[str, ...]
 
     @property
     def names(self) -> tuple[str, ...]:
         """The logged names under ``{prefix}/{method}/{kind}/`` that this chart shows."""
-        if self.kind == "focus":
+        if self.kind != "drift":
             return self.metrics
         return tuple(f"{metric}_{suffix}" for metric in self.metrics for suffix in DRIFT_SUFFIXES)
 
@@ -64,6 +65,8 @@ CHARTS: tuple[Chart, ...] = (
         "focus",
         ("energy_in_cue", "cue_area", "cue_lift", "border_energy", "border_area", "border_lift"),
     ),
+    Chart("faithfulness: deletion and insertion AUC", "faithfulness", ("deletion_auc", "insertion_auc")),
+    Chart("faithfulness: ROAD", "faithfulness", ("road_morf", "road_lerf", "road_gap")),
 )
 
 

@@ -7,7 +7,8 @@ class colour. Two small CNNs are trained:
 - "clean": the cue shows a random class (uninformative), so only the shape helps.
 
 ExplainCallback logs Grad-CAM and its focus on the object (lift of the energy inside the object mask over
-the object's area) and drift; FocusAlert fires when the focus stays below a threshold. The behavioural truth,
+the object's area) and drift, and at the first and last epoch whether Grad-CAM is faithful (deletion/insertion
+AUC, ROAD); FocusAlert fires when the focus stays below a threshold. The behavioural truth,
 accuracy on images whose cue conflicts with the label, is logged beside it.
 
 Each run of the demo writes into a new folder ``OUT/version_N`` (N one more than the highest there, as
@@ -133,9 +134,17 @@ class Recorder(Callback):
                 "focus": get(self.focus_key),
                 "drift": get(self.drift_key),
                 "energy_in_cue": get("explain/gradcam/focus/energy_in_cue"),
+                **{name: self._faithful(trainer, name) for name in ("deletion_auc", "insertion_auc", "road_gap")},
                 "cue_tcav": self._cue_tcav(trainer),
             }
         )
+
+    @staticmethod
+    def _faithful(trainer: pl.Trainer, name: str) -> float | None:
+        """Grad-CAM's median ``name`` over the probe, on epochs where the faithfulness numbers were computed."""
+        explain = next(cb for cb in trainer.callbacks if isinstance(cb, ExplainCallback))  # type: ignore[attr-defined]
+        values = explain.latest_per_image.get(f"explain/gradcam/faithfulness/{name}")
+        return None if values is None else round(float(values.nanmedian()), 4)
 
     def _cue_tcav(self, trainer: pl.Trainer) -> float | None:
         """Mean TCAV score of each class's cue concept for that class, on epochs where TCAV ran."""
@@ -189,6 +198,8 @@ def train(
         class_names=list(CLASS_NAMES[:3]),
         object_mask_key=2,  # ShortcutShapes batches are (image, label, object_mask, cue_mask)
         cue_mask_key=3,
+        # Are the maps what the model uses? Deletion/insertion AUC and ROAD of Grad-CAM, at the first and last epoch.
+        faithfulness={"every_n_epochs": max(1, epochs - 1), "max_images": 8, "methods": ["gradcam"]},
     )
     alert = FocusAlert(FOCUS_KEY, threshold=FOCUS_THRESHOLD, patience=FOCUS_PATIENCE)
     # TCAV: is each class's logit sensitive to that class's corner cue? Concepts: the cue painted on cue-free
@@ -251,7 +262,10 @@ def new_version_dir(out: Path) -> Path:
 
 
 def print_table(runs: dict[str, dict[str, Any]]) -> None:
-    head = f"{'run':<10}{'epoch':>6}{'val_acc':>9}{'conflict':>10}{'focus':>8}{'cue':>7}{'drift':>8}{'cue TCAV':>10}"
+    head = (
+        f"{'run':<10}{'epoch':>6}{'val_acc':>9}{'conflict':>10}{'focus':>8}{'cue':>7}{'drift':>8}{'cue TCAV':>10}"
+        f"{'del':>6}{'ins':>6}{'ROAD':>6}"
+    )
     print(f"\n{head}  alert")
     for name, run in runs.items():
         for row in run["epochs"]:
@@ -263,7 +277,8 @@ def print_table(runs: dict[str, dict[str, Any]]) -> None:
             print(
                 f"{name:<10}{row['epoch']:>6}{fmt(row['val_acc']):>9}{fmt(row['conflict_acc']):>10}"
                 f"{fmt(row['focus']):>8}{fmt(row['energy_in_cue']):>7}{fmt(row['drift']):>8}"
-                f"{fmt(row.get('cue_tcav')):>10}  {fired}"
+                f"{fmt(row.get('cue_tcav')):>10}{fmt(row.get('deletion_auc')):>6}{fmt(row.get('insertion_auc')):>6}"
+                f"{fmt(row.get('road_gap')):>6}  {fired}"
             )
         print(f"{name:<10}alert epoch: {run['alert_epoch']}")
 

@@ -47,6 +47,9 @@ from lightning_explain.render import explanation_grid, grid_layout, to_display
 
 __all__ = [
     "EXPENSIVE_MAX_IMAGES",
+    "NO_LABELS_ERROR",
+    "NO_VALIDATION_ERROR",
+    "NO_VALIDATION_WARNING",
     "SCHEDULE_OPTIONS",
     "STRIP_IMAGES",
     "STRIP_VIEWS",
@@ -300,6 +303,30 @@ def integer_skips(methods: Sequence[str], images: Tensor) -> tuple[tuple[str, ..
         f"the probe images have dtype {images.dtype} (the model converts them itself), so {skipped} are skipped: "
         "they differentiate or perturb the image itself and need floating-point images. The layer and attention "
         "methods run on the images as given. Convert the images in the dataset transform to get the others."
+    )
+
+
+#: ExplainCallback without validation data: with no probe (an error), with a probe (a warning).
+NO_VALIDATION_ERROR = (
+    "ExplainCallback found no validation data and no probe: it explains a probe batch at the end of each validation "
+    "epoch. Give the Trainer validation data (a validation_step and val_dataloaders=... or a val_dataloader() hook, "
+    "limit_val_batches > 0)."
+)
+NO_LABELS_ERROR = (
+    "targets='label' but the validation batches carry no class labels ([B] integers). Use targets='predicted', "
+    "label_key=... for dict batches, or unpack_batch=<callable>."
+)
+NO_VALIDATION_WARNING = (
+    "ExplainCallback runs at the end of validation epochs, but this fit has no validation loop (no validation_step, "
+    "no val data, or limit_val_batches=0): it will log nothing."
+)
+
+
+def nonfinite_warning(view: str, bad: Sequence[int], epoch: int) -> str:
+    """The one warning for maps that hold NaN or inf."""
+    return (
+        f"ExplainCallback: the {view} map of probe images {list(bad)} holds NaN or inf at epoch {epoch} (diverging "
+        "weights or an overflow); those cells are shown blank and training continues."
     )
 
 

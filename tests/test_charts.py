@@ -7,6 +7,7 @@ import re
 import torch
 
 from lightning_explain.charts import CHARTS, DRIFT_SUFFIXES, chart_of
+from lightning_explain.faithfulness import FAITHFULNESS_NAMES
 from lightning_explain.functional.metrics import drift_report, focus_report
 from lightning_explain.report.events import RunData
 from lightning_explain.report.page import chart_series
@@ -19,7 +20,8 @@ FOCUS = (
     "energy_in_cue", "cue_area", "cue_lift",
 )  # fmt: skip
 DRIFT = tuple(f"{m}_{s}" for m in ("emd", "com_shift", "topk_iou", "spearman") for s in ("prev", "first", "chance"))
-LOGGED = [("focus", name) for name in FOCUS] + [("drift", name) for name in DRIFT]
+FAITHFULNESS = ("deletion_auc", "insertion_auc", "road_morf", "road_lerf", "road_gap")
+LOGGED = [("focus", n) for n in FOCUS] + [("drift", n) for n in DRIFT] + [("faithfulness", n) for n in FAITHFULNESS]
 METHODS = ("gradcam", "saliency")
 
 
@@ -28,6 +30,7 @@ def test_the_listed_metrics_are_what_the_metric_functions_compute():
     assert set(focus_report(maps, masks, masks)) == set(FOCUS)
     assert set(drift_report(maps, maps.flip(1), maps)) == set(DRIFT)
     assert DRIFT_SUFFIXES == ("prev", "first", "chance")
+    assert FAITHFULNESS_NAMES == FAITHFULNESS  # what Faithfulness.score logs (checked in test_faithfulness.py)
 
 
 def test_every_logged_metric_is_in_exactly_one_chart_of_the_table():

@@ -20,6 +20,7 @@ from lightning_explain.callbacks import _defaults as D
 from lightning_explain.callbacks._view import ViewCallback, layer_name, view_arguments
 from lightning_explain.capture import preserve_model_state
 from lightning_explain.checks import check_positive_int, is_int
+from lightning_explain.faithfulness import Faithfulness
 from lightning_explain.functional import DEFAULT_METHODS, EXPENSIVE_METHODS, LAYER_METHODS, canonical_methods, explain
 from lightning_explain.functional.context import check_inputs
 from lightning_explain.functional.engine import ExplainResult
@@ -28,6 +29,9 @@ from lightning_explain.functional.target_layer import LayerChoice
 from lightning_explain.functional.targets import OutputTransform
 from lightning_explain.monitor import MapMetrics, summarize
 from lightning_explain.pipeline import (
+    NO_LABELS_ERROR,
+    NO_VALIDATION_ERROR,
+    NO_VALIDATION_WARNING,
     TARGET_MODES,
     check_probe_masks,
     due_groups,
@@ -37,6 +41,7 @@ from lightning_explain.pipeline import (
     integer_skips,
     layout_json,
     merge_results,
+    nonfinite_warning,
     predictions_of,
     probe_targets,
     render_probe,
@@ -104,6 +109,8 @@ class ExplainCallback(ViewCallback):
         method_options: per method, ``every_n_epochs`` and ``max_images`` (its own schedule and probe subset;
             expensive methods default to the first 4 images) and the method's own options, e.g.
             ``{"smoothgrad": {"samples": 8, "every_n_epochs": 5}, "occlusion": {"window": 8, "stride": 4}}``.
+        faithfulness: with ``metrics``, deletion/insertion AUC and ROAD (see :class:`~lightning_explain.faithfulness.
+            Faithfulness`): True (every 5 epochs, first 4 probe images) or a dict of its fields, e.g. ``{"steps": 8}``.
 
     Logged images (one per method, at ``trainer.global_step``; a row per probe image):
         - ``{tag_prefix}/gradcam``: input | Grad-CAM overlay.
@@ -131,6 +138,7 @@ class ExplainCallback(ViewCallback):
         - ``{tag_prefix}/{m}/drift/{metric}_prev``, ``{metric}_first``, ``{metric}_chance`` for ``emd``,
           ``com_shift``, ``topk_iou``, ``spearman``: against the previous and the first explained epoch, and
           between different probe images (the chance level).
+        - ``{tag_prefix}/{m}/faithfulness/{deletion_auc,insertion_auc,road_morf,road_lerf,road_gap}``: see above.
 
     Example:
         >>> from pytorch_lightning import Trainer
@@ -174,6 +182,7 @@ class ExplainCallback(ViewCallback):
         border_fraction: float = 0.1,
         method_options: dict[str, dict[str, Any]] | None = None,
         layer_layout: str | None = None,
+        faithfulness: bool | dict[str, Any] = False,
     ) -> None:
         methods = canonical_methods(methods)
         if layer_layout is not None and layer_layout not in LAYOUTS:
@@ -202,6 +211,7 @@ class ExplainCallback(ViewCallback):
         self.metrics = metrics
         self.method_options = method_options
         self._schedule, self._fn_options = schedule, fn_options
+        self.faithfulness, self._faithfulness = faithfulness, Faithfulness.from_option(faithfulness)
         self.border_fraction = border_fraction
         #: Per-image values of the last explained epoch, by logged key (for FocusAlert and users).
         self.latest_per_image: dict[str, Tensor] = {}
@@ -243,21 +253,12 @@ class ExplainCallback(ViewCallback):
             self._layer_name = layer_name(pl_module, self.target_layer)  # None: found on the probe by _prepare
 
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.enable_validation:
-            if self._probe is None:
-                raise ValueError(
-                    "ExplainCallback found no validation data and no probe: it explains a probe batch at the end "
-                    "of each validation epoch. Give the Trainer validation data (a validation_step and "
-                    "val_dataloaders=... or a val_dataloader() hook, limit_val_batches > 0)."
-                )
-            warnings.warn(
-                "ExplainCallback runs at the end of validation epochs, but this fit has no validation loop "
-                "(no validation_step, no val data, or limit_val_batches=0): it will log nothing.",
-                UserWarning,
-                stacklevel=2,
-            )
-            return
-        self._prepare(trainer, pl_module)
+        if trainer.enable_validation:
+            self._prepare(trainer, pl_module)
+        elif self._probe is None:
+            raise ValueError(NO_VALIDATION_ERROR)
+        else:
+            warnings.warn(NO_VALIDATION_WARNING, UserWarning, stacklevel=2)
 
     def _is_due(self, trainer: pl.Trainer) -> bool:
         return bool(self._due(trainer))
@@ -277,10 +278,7 @@ class ExplainCallback(ViewCallback):
         check_probe(images, self.mean, self.std)
         check_probe_masks(self._probe)
         if self.targets == "label" and self._probe.labels is None:
-            raise ValueError(
-                "targets='label' but the validation batches carry no class labels ([B] integers). Use "
-                "targets='predicted', label_key=... for dict batches, or unpack_batch=<callable>."
-            )
+            raise ValueError(NO_LABELS_ERROR)
         self._active, skipped = integer_skips(self.methods, images)
         if skipped is not None:
             warnings.warn(f"ExplainCallback: {skipped}", UserWarning, stacklevel=2)
@@ -340,7 +338,7 @@ class ExplainCallback(ViewCallback):
             try:
                 self._log_metrics(trainer, pl_module, result)
             except Exception as err:
-                self._fail("the focus and drift metrics", err, epoch)
+                self._fail("the focus, drift and faithfulness metrics", err, epoch)
         try:
             display, rows = render_probe(self._probe, result, self.mean, self.std, self._class_name)
         except Exception as err:
@@ -377,18 +375,18 @@ class ExplainCallback(ViewCallback):
         if scored and not self._layout_written:
             self._layout_written = True
             self._sink.write_layout(trainer.loggers, scalar_layout(self.tag_prefix, scored))
+        if (spec := self._faithfulness) is not None and spec.due(trainer.current_epoch, is_fitting(trainer)):
+            with preserve_model_state(pl_module):  # after the focus numbers: a failure here loses only its own
+                extra = spec.score(pl_module, self._probe.images, result, self.tag_prefix, self.output_transform)
+            self.latest_per_image.update(extra)
+            self._log(pl_module, summarize(extra))
 
     def _grid(self, view: str, display: Tensor, rows: list[str], result: ExplainResult, epoch: int) -> Tensor:
         maps = view_maps(result, view)
         bad = nonfinite_rows(maps)
         if bad and f"nonfinite/{view}" not in self._warned:
             self._warned.add(f"nonfinite/{view}")
-            warnings.warn(
-                f"ExplainCallback: the {view} map of probe images {bad} holds NaN or inf at epoch {epoch} "
-                "(diverging weights or an overflow); those cells are shown blank and training continues.",
-                UserWarning,
-                stacklevel=2,
-            )
+            warnings.warn(nonfinite_warning(view, bad, epoch), UserWarning, stacklevel=2)
         return view_grid(
             view, maps, display, rows, result, alpha=self.alpha, colormap=self.colormap, cell_size=self.cell_size
         )

@@ -12,9 +12,9 @@ How the files divide the work, in the order data flows through them:
   ``lime`` (LIME) and ``guided`` (guided backpropagation, deconvnet, guided Grad-CAM) hold each family's
   math; ``maps``: upsample and normalise.
 - ``methods`` and ``vit``: one public function per method.
-- ``metrics`` (focus and drift numbers), ``tcav`` (concept sensitivity), ``inversion`` (feature inversion),
-  ``activation_max`` (activation maximisation),
-  ``feature_maps`` and ``predictions`` (the other views' no-grad passes).
+- ``metrics`` (focus and drift numbers), ``faithfulness`` (deletion/insertion AUC, ROAD), ``tcav`` (concept
+  sensitivity), ``inversion`` (feature inversion), ``activation_max`` (activation maximisation), ``feature_maps``
+  and ``predictions`` (the other views' no-grad passes).
 
 Example:
     >>> import torch, torchvision
