@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from lightning_explain.capture import preserve_model_state
-from lightning_explain.checks import check_int
+from lightning_explain.checks import check_int, is_int
 from lightning_explain.functional import (
     EXPENSIVE_METHODS,
     LAYER_METHODS,
@@ -39,6 +41,7 @@ from lightning_explain.functional import (
     check_options,
 )
 from lightning_explain.functional.engine import PIXEL_METHODS, ExplainResult
+from lightning_explain.functional.layouts import LAYOUTS
 from lightning_explain.functional.target_layer import LayerChoice, locate_layer
 from lightning_explain.functional.targets import OutputTransform, Targets
 from lightning_explain.monitor import MapMetrics
@@ -55,6 +58,8 @@ __all__ = [
     "STRIP_VIEWS",
     "TARGET_MODES",
     "Schedule",
+    "StageClock",
+    "check_explain_arguments",
     "check_probe_masks",
     "due_groups",
     "layout_json",
@@ -79,6 +84,27 @@ EXPENSIVE_MAX_IMAGES = 4
 STRIP_VIEWS = {"attention_heads": "head", "attention_layers": "layer"}
 #: Probe images shown in those views.
 STRIP_IMAGES = 4
+
+
+class StageClock(dict[str, float]):
+    """Seconds per stage of one explained epoch on the training thread, summed over each ``stage(name)`` block.
+
+    Example:
+        >>> clock = StageClock()
+        >>> with clock.stage("maps"):
+        ...     pass
+        >>> list(clock)
+        ['maps']
+    """
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[name] = self.get(name, 0.0) + time.perf_counter() - start
+
 
 #: Per method: ``(every_n_epochs, max_images or None)``.
 Schedule = dict[str, tuple[int, int | None]]
@@ -125,6 +151,30 @@ def due_groups(
         if epoch is None or epoch % every == 0:
             groups.setdefault(limit, []).append(method)
     return sorted(groups.items(), key=lambda kv: -(kv[0] or probe_size))
+
+
+def check_explain_arguments(
+    layer_layout: str | None,
+    targets: str | int,
+    border_fraction: float,
+    probe: Tensor | None,
+    probe_labels: Tensor | None,
+    probe_masks: Mapping[str, Tensor | None],
+) -> None:
+    """ExplainCallback's own argument checks (those ViewCallback does not make), each error with its fix."""
+    if layer_layout is not None and layer_layout not in LAYOUTS:
+        raise ValueError(f"layer_layout must be one of {list(LAYOUTS)} or None; got {layer_layout!r}.")
+    if not is_int(targets, minimum=0) and targets not in TARGET_MODES:
+        raise ValueError(f"targets must be 'predicted', 'label' or a class index >= 0; got {targets!r}.")
+    if targets == "label" and probe is not None and probe_labels is None:
+        raise ValueError("targets='label' needs labels: pass probe_labels with the probe.")
+    if not 0.0 < border_fraction < 0.5:
+        raise ValueError(f"border_fraction must lie in (0, 0.5); got {border_fraction}.")
+    if probe is None and any(m is not None for m in probe_masks.values()):
+        raise ValueError(
+            "probe_object_masks / probe_cue_masks go with an explicit probe=...; for validation data use "
+            "object_mask_key / cue_mask_key."
+        )
 
 
 def check_probe_masks(probe: Probe) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
@@ -257,14 +257,26 @@ class ViewCallback(Callback):
         names = self.class_names
         return names[index] if names is not None and 0 <= index < len(names) else str(index)
 
-    def _write(self, trainer: pl.Trainer, grids: dict[str, Tensor]) -> None:
+    def _write(self, trainer: pl.Trainer, grids: dict[str, Tensor], texts: Mapping[str, str] | None = None) -> None:
+        """Send ``grids`` (and TensorBoard ``texts``, tag -> text) to the loggers at the current step."""
+        step = trainer.global_step
         self._sink.write(
-            trainer.loggers,
-            grids,
-            step=trainer.global_step,
-            epoch=trainer.current_epoch,
-            default_root_dir=trainer.default_root_dir,
+            trainer.loggers, grids, step=step, epoch=trainer.current_epoch, default_root_dir=trainer.default_root_dir
         )
+        for tag, text in (texts or {}).items():
+            self._sink.write_text(trainer.loggers, tag, text, step=step)
+
+    def _guard(self, what: str, epoch: int, fn: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        """Run ``fn``; a failure warns once and skips ``what`` (``strict=True``: re-raises)."""
+        try:
+            fn(*args, **kwargs)
+        except Exception as err:
+            self._fail(what, err, epoch)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, UserWarning, stacklevel=3)
 
     @staticmethod
     def _log(pl_module: pl.LightningModule, values: dict[str, float]) -> None:

@@ -19,12 +19,11 @@ from lightning_explain._lightning import is_fitting
 from lightning_explain.callbacks import _defaults as D
 from lightning_explain.callbacks._view import ViewCallback, layer_name, view_arguments
 from lightning_explain.capture import preserve_model_state
-from lightning_explain.checks import check_positive_int, is_int
+from lightning_explain.checks import check_positive_int
 from lightning_explain.faithfulness import Faithfulness
 from lightning_explain.functional import DEFAULT_METHODS, EXPENSIVE_METHODS, LAYER_METHODS, canonical_methods, explain
 from lightning_explain.functional.context import check_inputs
 from lightning_explain.functional.engine import ExplainResult
-from lightning_explain.functional.layouts import LAYOUTS
 from lightning_explain.functional.target_layer import LayerChoice
 from lightning_explain.functional.targets import OutputTransform
 from lightning_explain.monitor import MapMetrics, summarize
@@ -32,7 +31,8 @@ from lightning_explain.pipeline import (
     NO_LABELS_ERROR,
     NO_VALIDATION_ERROR,
     NO_VALIDATION_WARNING,
-    TARGET_MODES,
+    StageClock,
+    check_explain_arguments,
     check_probe_masks,
     due_groups,
     find_layer,
@@ -68,8 +68,8 @@ class ExplainCallback(ViewCallback):
     One hooked forward pass and one ``torch.autograd.grad`` call per epoch give every map. The pass never
     changes training: ``param.grad``, BatchNorm statistics, train/eval and ``requires_grad`` flags, the RNG
     states and the model's hooks are as before (also when the pass raises). Under DDP only global rank zero
-    computes; under strategies that shard the parameters (FSDP, DeepSpeed stage 3) the callback is disabled with
-    one warning, since a forward on rank zero alone would hang.
+    computes; under FSDP2 every rank joins the pass and rank zero logs; under FSDP v1 and DeepSpeed stage 3 the
+    callback is disabled with one warning. :attr:`stage_seconds` says where the last explained epoch's time went.
 
     Args:
         target_layer: dotted module name (or module) for Grad-CAM and activations; None finds it on two probe
@@ -121,13 +121,11 @@ class ExplainCallback(ViewCallback):
           first 4 probe images, the class-token attention of each head of the chosen layer, and of every
           layer from 0 to L-1 (how attention forms through depth).
 
-    Images go to every TensorBoard logger, every logger with ``log_image`` (W&B) and MLflow; with none,
-    PNG files go to ``<log_dir>/explain_images/<tag>/epoch=EEEE-step=SSSSSSS.png`` (one warning says where).
+    Images go to every TensorBoard logger, every logger with ``log_image`` (W&B) and MLflow; with none, to PNG
+    files (:mod:`lightning_explain.sinks`), encoded and written in the background.
 
-    Logged text (TensorBoard only): ``{tag_prefix}/layer``, once: the layer explained, its layout and why it was
-    chosen. ``{tag_prefix}/layout`` (at the grids' step), one JSON line per explained
-    epoch, ``{"epoch", "step", "grids": {tag: {"rows", "columns", "cell_height", "cell_width", "band",
-    "pad"}}}``: where each probe image's row lies in each grid (``lightning-explain report`` cuts rows with it).
+    Logged text (TensorBoard only): ``{tag_prefix}/layer`` once (the layer, its layout, why it was chosen);
+    ``{tag_prefix}/layout``, a JSON line per explained epoch saying where each probe row lies in each grid.
 
     Logged metrics (through ``pl_module.log``, so ``EarlyStopping`` and ``FocusAlert`` can monitor them; the
     median over probe images; ``{m}`` is each single-map method, i.e. all but ``activations``):
@@ -185,25 +183,13 @@ class ExplainCallback(ViewCallback):
         faithfulness: bool | dict[str, Any] = False,
     ) -> None:
         methods = canonical_methods(methods)
-        if layer_layout is not None and layer_layout not in LAYOUTS:
-            raise ValueError(f"layer_layout must be one of {list(LAYOUTS)} or None; got {layer_layout!r}.")
         check_positive_int(num_probe=num_probe, every_n_epochs=every_n_epochs, top_k=top_k)
         schedule, fn_options = split_method_options(methods, method_options, every_n_epochs)
-        if not is_int(targets, minimum=0) and targets not in TARGET_MODES:
-            raise ValueError(f"targets must be 'predicted', 'label' or a class index >= 0; got {targets!r}.")
         explicit_masks = {"object": probe_object_masks, "cue": probe_cue_masks}
+        check_explain_arguments(layer_layout, targets, border_fraction, probe, probe_labels, explicit_masks)
         probe_masks = {k: m for k, m in explicit_masks.items() if m is not None}
         mask_keys = {k: v for k, v in (("object", object_mask_key), ("cue", cue_mask_key)) if v is not None}
         super().__init__(**view_arguments(locals()))
-        if targets == "label" and probe is not None and probe_labels is None:
-            raise ValueError("targets='label' needs labels: pass probe_labels with the probe.")
-        if not 0.0 < border_fraction < 0.5:
-            raise ValueError(f"border_fraction must lie in (0, 0.5); got {border_fraction}.")
-        if probe is None and any(m is not None for m in explicit_masks.values()):
-            raise ValueError(
-                "probe_object_masks / probe_cue_masks go with an explicit probe=...; for validation data use "
-                "object_mask_key / cue_mask_key."
-            )
         self.target_layer = target_layer
         self.methods = methods
         self.targets = targets
@@ -219,6 +205,8 @@ class ExplainCallback(ViewCallback):
         self.latest_epoch: int | None = None
         #: The methods scored at ``latest_epoch`` (each method runs on its own schedule).
         self.latest_methods: tuple[str, ...] = ()
+        #: Seconds the last explained epoch spent per stage on the training thread (maps, numbers, rendering, ...).
+        self.stage_seconds: dict[str, float] = {}
         self._map_metrics = MapMetrics(border_fraction)
         self._layout_written = False
         self.layer_layout = layer_layout
@@ -324,46 +312,35 @@ class ExplainCallback(ViewCallback):
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert self._probe is not None
         epoch, step = trainer.current_epoch, trainer.global_step
+        clock = self.stage_seconds = StageClock()
         results: list[ExplainResult] = []
-        for limit, methods in self._due(trainer):
-            try:
-                results.append(self._compute(pl_module, methods, limit))
-            except Exception as err:
-                self._fail("the probe pass" if limit is None else f"the {'/'.join(methods)} pass", err, epoch)
+        with clock.stage("maps"):
+            for limit, methods in self._due(trainer):
+                try:
+                    results.append(self._compute(pl_module, methods, limit))
+                except Exception as err:
+                    self._fail("the probe pass" if limit is None else f"the {'/'.join(methods)} pass", err, epoch)
         if not results:
             return
         result = merge_results(results)
-        self._warn_flat(result, epoch)
-        if self.metrics:
-            try:
-                self._log_metrics(trainer, pl_module, result)
-            except Exception as err:
-                self._fail("the focus, drift and faithfulness metrics", err, epoch)
-        try:
-            display, rows = render_probe(self._probe, result, self.mean, self.std, self._class_name)
-        except Exception as err:
-            self._fail("rendering the probe images", err, epoch)
-            return
-        grids: dict[str, Tensor] = {}
-        for view in views(self.methods, result):
-            try:
-                grids[f"{self.tag_prefix}/{view}"] = self._grid(view, display, rows, result, epoch)
-            except Exception as err:
-                self._fail(f"the {view} view", err, epoch)
-        if not grids:
-            return
-        try:
-            self._write(trainer, grids)
-            layout = layout_json(grids, self._probe.images.shape[-2:], self.cell_size, epoch, step)
-            self._sink.write_text(trainer.loggers, f"{self.tag_prefix}/layout", layout, step=step)
-        except Exception as err:
-            self._fail("logging the images", err, epoch)
-
-    def _warn_flat(self, result: ExplainResult, epoch: int) -> None:
         flat = [m for m in flat_layer_maps(result) if f"flat/{m}" not in self._warned]
         if flat and self.layer_choice is not None:
             self._warned.update(f"flat/{m}" for m in flat)
             warnings.warn(flat_warning(flat, self.layer_choice, epoch), UserWarning, stacklevel=2)
+        if self.metrics:
+            with clock.stage("focus and drift numbers"):
+                self._guard("the focus and drift metrics", epoch, self._log_metrics, trainer, pl_module, result)
+            if (spec := self._faithfulness) is not None and spec.due(epoch, is_fitting(trainer)):
+                with clock.stage("faithfulness"):
+                    self._guard("the faithfulness metrics", epoch, self._log_faithfulness, spec, pl_module, result)
+        with clock.stage("rendering"):
+            grids = self._grids(result, epoch)
+        if grids:
+            with clock.stage("handing the grids to the writer"):
+                layout = layout_json(grids, self._probe.images.shape[-2:], self.cell_size, epoch, step)
+                self._guard(
+                    "logging the images", epoch, self._write, trainer, grids, {f"{self.tag_prefix}/layout": layout}
+                )
 
     def _log_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule, result: ExplainResult) -> None:
         assert self._probe is not None
@@ -375,21 +352,41 @@ class ExplainCallback(ViewCallback):
         if scored and not self._layout_written:
             self._layout_written = True
             self._sink.write_layout(trainer.loggers, scalar_layout(self.tag_prefix, scored))
-        if (spec := self._faithfulness) is not None and spec.due(trainer.current_epoch, is_fitting(trainer)):
-            with preserve_model_state(pl_module):  # after the focus numbers: a failure here loses only its own
-                extra = spec.score(pl_module, self._probe.images, result, self.tag_prefix, self.output_transform)
-            self.latest_per_image.update(extra)
-            self._log(pl_module, summarize(extra))
 
-    def _grid(self, view: str, display: Tensor, rows: list[str], result: ExplainResult, epoch: int) -> Tensor:
-        maps = view_maps(result, view)
-        bad = nonfinite_rows(maps)
-        if bad and f"nonfinite/{view}" not in self._warned:
-            self._warned.add(f"nonfinite/{view}")
-            warnings.warn(nonfinite_warning(view, bad, epoch), UserWarning, stacklevel=2)
-        return view_grid(
-            view, maps, display, rows, result, alpha=self.alpha, colormap=self.colormap, cell_size=self.cell_size
-        )
+    def _log_faithfulness(self, spec: Faithfulness, pl_module: pl.LightningModule, result: ExplainResult) -> None:
+        assert self._probe is not None
+        with preserve_model_state(pl_module):
+            extra = spec.score(pl_module, self._probe.images, result, self.tag_prefix, self.output_transform)
+        self.latest_per_image.update(extra)
+        self._log(pl_module, summarize(extra))
+
+    def _grids(self, result: ExplainResult, epoch: int) -> dict[str, Tensor]:
+        """One grid per view (a view that fails is skipped with its warning)."""
+        assert self._probe is not None
+        try:
+            display, rows = render_probe(self._probe, result, self.mean, self.std, self._class_name)
+        except Exception as err:
+            self._fail("rendering the probe images", err, epoch)
+            return {}
+        grids: dict[str, Tensor] = {}
+        for view in views(self.methods, result):
+            try:
+                maps = view_maps(result, view)
+                if bad := nonfinite_rows(maps):
+                    self._warn_once(f"nonfinite/{view}", nonfinite_warning(view, bad, epoch))
+                grids[f"{self.tag_prefix}/{view}"] = view_grid(
+                    view,
+                    maps,
+                    display,
+                    rows,
+                    result,
+                    alpha=self.alpha,
+                    colormap=self.colormap,
+                    cell_size=self.cell_size,
+                )
+            except Exception as err:
+                self._fail(f"the {view} view", err, epoch)
+        return grids
 
     def _row_captions(self, out: ExplainResult | Mapping[str, Tensor]) -> list[str]:
         """Each probe row's caption from the logits of ``out`` (an :class:`ExplainResult`, or ``{"logits": ...}``)."""
