@@ -11,7 +11,9 @@ Image loggers, in the order they are recognised:
 With none of them, PNG files go to ``<log_dir>/explain_images/<tag>/epoch=EEEE-step=SSSSSSS.png`` (next to a
 ``CSVLogger``'s ``metrics.csv``), or under the Trainer's ``default_root_dir`` without a logger.
 
-TensorBoard images and PNG files are encoded and written by one background thread (:class:`BackgroundWriter`), so
+TensorBoard images are PNGs at zlib level 1 (:data:`PNG_COMPRESS_LEVEL`), and TensorBoard's record checksum, pure
+Python in TensorBoard, is replaced by an identical vectorised one (:mod:`lightning_explain._crc32c`). They and PNG
+files are encoded and written by one background thread (:class:`BackgroundWriter`), so
 training does not wait for PNG encoding. Its queue is bounded (a full queue makes the caller wait: nothing is
 dropped), and the views flush it when ``fit``, ``validate`` or ``test`` ends and when training stops on an exception
 or ``KeyboardInterrupt`` (before Lightning closes the loggers). Loggers with ``log_image`` (W&B) and MLflow are
@@ -21,6 +23,7 @@ written on the calling thread: they order their records by step, and a late imag
 from __future__ import annotations
 
 import atexit
+import io
 import os
 import queue
 import threading
@@ -32,13 +35,16 @@ from typing import Any
 
 from torch import Tensor
 
+from lightning_explain._crc32c import speed_up_tensorboard
 from lightning_explain.charts import CHARTS
 
 __all__ = [
+    "PNG_COMPRESS_LEVEL",
     "QUEUE_BATCHES",
     "WRITER",
     "BackgroundWriter",
     "ImageSink",
+    "encode_png",
     "fallback_dir",
     "image_capable",
     "image_paths",
@@ -87,7 +93,8 @@ def image_writer(logger: Any) -> ImageWriter | None:
     """
     writer = _tensorboard_writer(logger)
     if writer is not None:
-        return lambda tag, image, step: writer.add_image(tag, image, global_step=step, dataformats="CHW")
+        speed_up_tensorboard()  # TensorBoard checksums each record in pure Python: give it a vectorised CRC-32C
+        return lambda tag, image, step: _add_tensorboard_image(writer, tag, image, step)
     if callable(getattr(logger, "log_image", None)):
         return lambda tag, image, step: logger.log_image(key=tag, images=[_hwc(image)], step=step)
     mlflow_like = any("mlflow" in cls.__module__.lower() for cls in type(logger).__mro__)
@@ -98,6 +105,34 @@ def image_writer(logger: Any) -> ImageWriter | None:
                 logger.run_id, _hwc(image), key=tag, step=step, synchronous=True
             )
     return None
+
+
+#: zlib level of the PNGs written for TensorBoard: 1 encodes about 2.5x faster than TensorBoard's default (6) for
+#: about 10 % larger files of these grids.
+PNG_COMPRESS_LEVEL = 1
+
+
+def encode_png(image: Tensor, compress_level: int = PNG_COMPRESS_LEVEL) -> bytes:
+    """PNG bytes of a ``uint8`` ``[3, H, W]`` image."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(_hwc(image)).save(out, format="PNG", compress_level=compress_level)
+    return out.getvalue()
+
+
+def _add_tensorboard_image(writer: Any, tag: str, image: Tensor, step: int) -> None:
+    """The image as TensorBoard's ``add_image`` records it, encoded at :data:`PNG_COMPRESS_LEVEL`."""
+    file_writer = getattr(writer, "_get_file_writer", None)  # torch's and tensorboardX's SummaryWriter
+    if not callable(file_writer):
+        writer.add_image(tag, image, global_step=step, dataformats="CHW")
+        return
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    png = Summary.Image(
+        height=image.shape[1], width=image.shape[2], colorspace=3, encoded_image_string=encode_png(image)
+    )
+    file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=png)]), step)
 
 
 def _hwc(image: Tensor) -> Any:
@@ -289,10 +324,8 @@ def image_paths(folder: Path, images: Mapping[str, Tensor], *, step: int, epoch:
 
 def write_images(folder: Path, images: Mapping[str, Tensor], *, step: int, epoch: int) -> list[Path]:
     """Save each ``uint8`` ``[3, H, W]`` image as ``folder/<tag>/epoch=EEEE-step=SSSSSSS.png``."""
-    from PIL import Image
-
     paths = image_paths(folder, images, step=step, epoch=epoch)
     for path, image in zip(paths, images.values(), strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
+        path.write_bytes(encode_png(image))
     return paths

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 from conftest import TinyCNN, loaders, read_event_images, trainer
 from pytorch_lightning.callbacks import Callback, RichProgressBar, TQDMProgressBar
@@ -178,3 +179,20 @@ def test_rich_bar_is_added_after_the_delay_and_removed_when_done(monkeypatch):
             (task,) = live.tasks
             assert task.description == "ExplainCallback: scorecam" and task.completed == 2 and task.total == 3
     assert not live.tasks
+
+
+def test_vectorised_crc32c_equals_tensorboards_and_is_installed_for_image_writes(tmp_path):
+    from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
+    from tensorboard.summary.writer import record_writer
+
+    from lightning_explain._crc32c import crc32c, masked_crc32c
+
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 9, 1023, 1024, 4096, 4097, 3 * 4096 + 17, 70_001):
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert crc32c(data) == pywrap_tensorflow.crc32c(data), n
+        assert masked_crc32c(data) == pywrap_tensorflow.masked_crc32c(data), n
+    t, cb, train, val = _run(tmp_path, epochs=1)
+    t.fit(TinyCNN(), train, val)
+    assert record_writer.masked_crc32c is masked_crc32c  # installed by the first TensorBoard image
+    assert _steps(tmp_path)["explain/gradcam"] == [3]  # TensorBoard reads the records back (it checks the CRCs)
