@@ -59,11 +59,13 @@ def _run(tmp_path, *extra, epochs=3, **kwargs):
 
 
 def _steps(tmp_path) -> dict[str, list[int]]:
-    return {tag: [step for step, _ in events] for tag, events in read_event_images(tmp_path / "tb" / "version_0").items()}
+    return {
+        tag: [step for step, _ in events] for tag, events in read_event_images(tmp_path / "tb" / "version_0").items()
+    }
 
 
 def test_every_image_is_on_disk_when_fit_and_validate_return(tmp_path):
-    t, cb, train, val = _run(tmp_path)
+    t, _cb, train, val = _run(tmp_path)
     t.fit(TinyCNN(), train, val)
     steps = _steps(tmp_path)
     assert steps["explain/gradcam"] == steps["explain/saliency"] == steps["explain/activations"] == [3, 6, 9]
@@ -75,7 +77,7 @@ def test_every_image_is_on_disk_when_fit_and_validate_return(tmp_path):
 @pytest.mark.parametrize("error", [RuntimeError("disk on fire"), KeyboardInterrupt()], ids=["exception", "ctrl-c"])
 def test_every_image_is_on_disk_when_training_stops_on_an_exception(tmp_path, error):
     stop = _StopAt(2, error)
-    t, cb, train, val = _run(tmp_path, stop, epochs=5)
+    t, _cb, train, val = _run(tmp_path, stop, epochs=5)
     expected = SystemExit if isinstance(error, KeyboardInterrupt) else RuntimeError  # Lightning exits on Ctrl+C
     with pytest.raises(expected):
         t.fit(TinyCNN(), train, val)
@@ -90,7 +92,9 @@ def test_png_files_are_written_in_the_background_and_flushed(tmp_path):
     t = trainer(tmp_path, logger=CSVLogger(str(tmp_path), name="csv", version=0), callbacks=[cb], max_epochs=2)
     with pytest.warns(UserWarning, match="PNG files"):
         t.fit(TinyCNN(), train, val)
-    files = sorted(p.name for p in (tmp_path / "csv" / "version_0" / "explain_images" / "explain" / "gradcam").iterdir())
+    files = sorted(
+        p.name for p in (tmp_path / "csv" / "version_0" / "explain_images" / "explain" / "gradcam").iterdir()
+    )
     assert files == ["epoch=0000-step=0000003.png", "epoch=0001-step=0000006.png"]
 
 
@@ -170,14 +174,13 @@ def test_long_work_shows_a_bar_beside_the_trainers_and_nothing_without_it(tmp_pa
 def test_rich_bar_is_added_after_the_delay_and_removed_when_done(monkeypatch):
     live = Progress()
     monkeypatch.setattr(progress, "DELAY", 0.05)
-    with progress.reporting(_RichReporter(live, "ExplainCallback: ")):
-        with progress.task("scorecam", total=3) as bar:
-            bar.update()
-            assert not live.tasks  # short work shows nothing
-            time.sleep(0.06)
-            bar.update()
-            (task,) = live.tasks
-            assert task.description == "ExplainCallback: scorecam" and task.completed == 2 and task.total == 3
+    with progress.reporting(_RichReporter(live, "ExplainCallback: ")), progress.task("scorecam", total=3) as bar:
+        bar.update()
+        assert not live.tasks  # short work shows nothing
+        time.sleep(0.06)
+        bar.update()
+        (task,) = live.tasks
+        assert task.description == "ExplainCallback: scorecam" and task.completed == 2 and task.total == 3
     assert not live.tasks
 
 
@@ -192,7 +195,7 @@ def test_vectorised_crc32c_equals_tensorboards_and_is_installed_for_image_writes
         data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
         assert crc32c(data) == pywrap_tensorflow.crc32c(data), n
         assert masked_crc32c(data) == pywrap_tensorflow.masked_crc32c(data), n
-    t, cb, train, val = _run(tmp_path, epochs=1)
+    t, _cb, train, val = _run(tmp_path, epochs=1)
     t.fit(TinyCNN(), train, val)
     assert record_writer.masked_crc32c is masked_crc32c  # installed by the first TensorBoard image
     assert _steps(tmp_path)["explain/gradcam"] == [3]  # TensorBoard reads the records back (it checks the CRCs)
