@@ -7,8 +7,8 @@ the sinks and scalars to ``pl_module.log``, and turns a failure in a later epoch
 re-raises). Images are encoded and written in the background (:class:`~lightning_explain.sinks.BackgroundWriter`);
 ``teardown`` and ``on_exception`` wait for them, so every image is on disk when ``fit``/``validate``/``test`` returns
 or raises. Subclasses implement ``_run``, and may add ``_setup`` (checks that need the model), ``_start`` (at train
-start) and ``_prepare`` (before each run, outside the
-failure guard). The shared defaults are in :mod:`lightning_explain.callbacks._defaults`.
+start) and ``_prepare`` (before each run, outside the failure guard). The shared defaults are in
+:mod:`lightning_explain.callbacks._defaults`.
 """
 
 from __future__ import annotations

@@ -169,6 +169,7 @@ class ErrorAttribution(ViewCallback):
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._stop_collecting()
+        super().teardown(trainer, pl_module, stage)  # every image written before the loggers close
 
     def _stop_collecting(self) -> None:
         if self._hook is not None:
