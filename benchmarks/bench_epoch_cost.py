@@ -262,7 +262,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.only in (None, "drift"):
-        drift_numbers(repeats=5)
+        drift_numbers(repeats=9)
     if args.only in (None, "fit"):
         whole_fit(args.pairs, args.markdown)
     if args.only in (None, "large"):

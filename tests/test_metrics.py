@@ -157,6 +157,12 @@ def test_drift_report_equals_one_metric_call_per_pair():
     assert torch.allclose(out["emd_prev"], emd(cur, prev), atol=1e-6)
     assert torch.allclose(out["emd_chance"], emd(cur, cur.roll(1, dims=0)), atol=1e-6)
     assert torch.allclose(out["spearman_first"], spearman(cur, first), atol=1e-6)
+    assert torch.allclose(out["spearman_chance"], spearman(cur, cur.roll(1, dims=0)), atol=1e-6)
+    assert torch.equal(out["topk_iou_prev"], topk_iou(cur, prev))
+    assert torch.equal(out["topk_iou_chance"], topk_iou(cur, cur.roll(1, dims=0)))
+    flat = torch.zeros(4, 16, 16)  # constant maps: NaN, also through the stacked path
+    assert torch.isnan(drift_report(flat, prev)["topk_iou_prev"]).all()
+    assert torch.isnan(drift_report(flat, prev)["spearman_prev"]).all()
     assert drift_report(cur[:1]) == {}
 
 

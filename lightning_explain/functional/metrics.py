@@ -169,13 +169,20 @@ def _top_mask(maps: Tensor, fraction: float) -> Tensor:
 
 def topk_iou(maps_a: Tensor, maps_b: Tensor, fraction: float = 0.1) -> Tensor:
     """IoU of the top ``fraction`` pixels of each map; NaN where either map is constant or not finite."""
-    a, b = _check(maps_a), _check(maps_b)
-    ma, mb = _top_mask(a, fraction), _top_mask(b, fraction)
+    return _top_iou(_tops(_check(maps_a), fraction), _tops(_check(maps_b), fraction))
+
+
+def _tops(maps: Tensor, fraction: float = 0.1) -> tuple[Tensor, Tensor]:
+    """The top-``fraction`` mask of each map, and which maps have one (not constant, finite)."""
+    flat = maps.flatten(1)
+    usable = (flat.amax(1) > flat.amin(1)) & torch.isfinite(flat).all(1)
+    return _top_mask(maps, fraction), usable
+
+
+def _top_iou(a: tuple[Tensor, Tensor], b: tuple[Tensor, Tensor]) -> Tensor:
+    (ma, usable_a), (mb, usable_b) = a, b
     iou = (ma & mb).sum(1).float() / (ma | mb).sum(1).float()
-    flat_a, flat_b = a.flatten(1), b.flatten(1)
-    bad = (flat_a.amax(1) <= flat_a.amin(1)) | (flat_b.amax(1) <= flat_b.amin(1))
-    bad |= ~torch.isfinite(flat_a).all(1) | ~torch.isfinite(flat_b).all(1)
-    return torch.where(bad, torch.full_like(iou, _NAN), iou)
+    return torch.where(usable_a & usable_b, iou, torch.full_like(iou, _NAN))
 
 
 def spearman(maps_a: Tensor, maps_b: Tensor) -> Tensor:
@@ -254,20 +261,22 @@ def drift_report(current: Tensor, previous: Tensor | None = None, first: Tensor 
     right = torch.cat(list(pairs.values()))
     out: dict[str, Tensor] = {}
     for name, fn in DRIFT_METRICS.items():
-        values = _stacked_spearman(current, pairs) if fn is spearman else fn(left, right)
+        values = _stacked(name, current, pairs) if fn in (spearman, topk_iou) else fn(left, right)
         for key, part in zip(pairs, values.split(current.shape[0]), strict=True):
             out[f"{name}_{key}"] = part
     return out
 
 
-def _stacked_spearman(current: Tensor, pairs: dict[str, Tensor]) -> Tensor:
-    """:func:`spearman` of ``current`` against each of ``pairs``, ranking every map once (the chance pairing is
-    ``current`` rolled: its ranks are too)."""
-    mine = _ranks(_check(current).flatten(1))
+def _stacked(metric: str, current: Tensor, pairs: dict[str, Tensor]) -> Tensor:
+    """``spearman`` or ``topk_iou`` of ``current`` against each of ``pairs``, preparing every map once (ranks, top
+    masks; the chance pairing is ``current`` rolled, and so are its ranks and masks)."""
+    prepare, compare = (_ranks, _rank_correlation) if metric == "spearman" else (_tops, _top_iou)
+    mine = prepare(_check(current).flatten(1) if metric == "spearman" else _check(current))
     parts = []
     for key, other in pairs.items():
-        theirs = (
-            (mine[0].roll(1, dims=0), mine[1].roll(1, dims=0)) if key == "chance" else _ranks(_check(other).flatten(1))
-        )
-        parts.append(_rank_correlation(mine, theirs))
+        if key == "chance":
+            theirs = (mine[0].roll(1, dims=0), mine[1].roll(1, dims=0))
+        else:
+            theirs = prepare(_check(other).flatten(1) if metric == "spearman" else _check(other))
+        parts.append(compare(mine, theirs))
     return torch.cat(parts)
