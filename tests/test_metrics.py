@@ -246,3 +246,4 @@ def test_emd_on_non_square_grids_and_extreme_masses():
             ref = scipy_stats.wasserstein_distance_nd(pts, pts, pa / pa.sum(), pb / pb.sum())
             assert ref - 0.004 <= ours[i].item() <= ref + 1e-5
     assert emd(a, b)[0].item() == pytest.approx(math.sqrt(2) * 7 / 8, abs=1e-4)
+    assert torch.equal(emd(torch.rand(2, 1, 1), torch.rand(2, 1, 1)), torch.zeros(2))  # one cell: nothing moves

@@ -25,10 +25,10 @@ def trainer_reporter(trainer: pl.Trainer, view: str) -> Reporter | None:
     bar = trainer.progress_bar_callback
     if bar is None or not getattr(bar, "is_enabled", True):
         return None
-    live = getattr(bar, "progress", None)  # RichProgressBar's rich.progress.Progress while it is running
-    if live is not None and callable(getattr(live, "add_task", None)):
-        return _RichReporter(live, f"{view}: ")
-    return TqdmReporter(prefix=f"{view}: ")
+    if hasattr(bar, "progress"):  # RichProgressBar: its rich.progress.Progress while it is running
+        live = bar.progress
+        return _RichReporter(live, f"{view}: ") if callable(getattr(live, "add_task", None)) else None
+    return TqdmReporter(prefix=f"{view}: ")  # TQDMProgressBar, or a custom bar: a tqdm bar beside it
 
 
 class _RichReporter:

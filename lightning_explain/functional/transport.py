@@ -109,6 +109,8 @@ def _kernels(
         eps = max(eps / 2, epsilon)
         # float64: at eps = 3e-3 on a unit grid the smallest entry is exp(-cost/eps) ~ 1e-180, still normal.
         stages.append((eps, torch.exp(-cost / eps)))
+    if not stages:  # a grid of one cell (or a few very close ones): one step at the finest epsilon
+        stages.append((epsilon, torch.exp(-cost / epsilon)))
     return cost, stages
 
 
