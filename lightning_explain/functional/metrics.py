@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_explain.functional.transport import check_maps as _check
 from lightning_explain.functional.transport import distributions, emd, emd_bounds, grid_points
 
 __all__ = [
@@ -54,12 +55,6 @@ __all__ = [
 ]
 
 _NAN = float("nan")
-
-
-def _check(maps: Tensor) -> Tensor:
-    if maps.ndim != 3:
-        raise ValueError(f"maps must be [B, H, W], got shape {list(maps.shape)}.")
-    return maps.float()
 
 
 def _check_pair(maps: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
@@ -169,14 +164,13 @@ def _top_mask(maps: Tensor, fraction: float) -> Tensor:
 
 def topk_iou(maps_a: Tensor, maps_b: Tensor, fraction: float = 0.1) -> Tensor:
     """IoU of the top ``fraction`` pixels of each map; NaN where either map is constant or not finite."""
-    return _top_iou(_tops(_check(maps_a), fraction), _tops(_check(maps_b), fraction))
+    return _top_iou(_tops(_check(maps_a).flatten(1), fraction), _tops(_check(maps_b).flatten(1), fraction))
 
 
-def _tops(maps: Tensor, fraction: float = 0.1) -> tuple[Tensor, Tensor]:
-    """The top-``fraction`` mask of each map, and which maps have one (not constant, finite)."""
-    flat = maps.flatten(1)
+def _tops(flat: Tensor, fraction: float = 0.1) -> tuple[Tensor, Tensor]:
+    """The top-``fraction`` mask of each flattened map ``[B, N]``, and which maps have one (not constant, finite)."""
     usable = (flat.amax(1) > flat.amin(1)) & torch.isfinite(flat).all(1)
-    return _top_mask(maps, fraction), usable
+    return _top_mask(flat, fraction), usable
 
 
 def _top_iou(a: tuple[Tensor, Tensor], b: tuple[Tensor, Tensor]) -> Tensor:
@@ -271,12 +265,10 @@ def _stacked(metric: str, current: Tensor, pairs: dict[str, Tensor]) -> Tensor:
     """``spearman`` or ``topk_iou`` of ``current`` against each of ``pairs``, preparing every map once (ranks, top
     masks; the chance pairing is ``current`` rolled, and so are its ranks and masks)."""
     prepare, compare = (_ranks, _rank_correlation) if metric == "spearman" else (_tops, _top_iou)
-    mine = prepare(_check(current).flatten(1) if metric == "spearman" else _check(current))
+    mine = prepare(_check(current).flatten(1))
     parts = []
     for key, other in pairs.items():
-        if key == "chance":
-            theirs = (mine[0].roll(1, dims=0), mine[1].roll(1, dims=0))
-        else:
-            theirs = prepare(_check(other).flatten(1) if metric == "spearman" else _check(other))
+        chance = key == "chance"
+        theirs = (mine[0].roll(1, dims=0), mine[1].roll(1, dims=0)) if chance else prepare(_check(other).flatten(1))
         parts.append(compare(mine, theirs))
     return torch.cat(parts)

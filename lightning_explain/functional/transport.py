@@ -14,12 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["emd", "emd_bounds"]
+__all__ = ["check_maps", "distributions", "emd", "emd_bounds", "grid_points"]
 
 _NAN = float("nan")
 
 
-def _check(maps: Tensor) -> Tensor:
+def check_maps(maps: Tensor) -> Tensor:
+    """``maps`` as float ``[B, H, W]``; any other rank raises."""
     if maps.ndim != 3:
         raise ValueError(f"maps must be [B, H, W], got shape {list(maps.shape)}.")
     return maps.float()
@@ -81,7 +82,7 @@ def emd_bounds(
     """
     if maps_a.shape != maps_b.shape:
         raise ValueError(f"maps must have the same shape, got {list(maps_a.shape)} and {list(maps_b.shape)}.")
-    _check(maps_a)
+    check_maps(maps_a)
     if not 2e-3 <= epsilon < 1:
         raise ValueError(f"epsilon must lie in [2e-3, 1): float64 cannot hold a finer kernel; got {epsilon}.")
     p, valid_p = distributions(maps_a)
