@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import lightning_explain.functional.metrics as metrics
 import lightning_explain.functional.transport as transport
 from lightning_explain import ExplainCallback
-from lightning_explain.sinks import WRITER
+from lightning_explain.output.sinks import WRITER
 
 GOAL = 1.10
 warnings.filterwarnings("ignore")

@@ -18,8 +18,8 @@ import time
 import torch
 import torchvision
 
+from lightning_explain.epoch.history import MapMetrics
 from lightning_explain.functional import explain
-from lightning_explain.monitor import MapMetrics
 
 
 def _median_ms(fn, repeats: int) -> float:

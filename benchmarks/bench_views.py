@@ -25,10 +25,10 @@ from collections.abc import Callable
 import torch
 import torchvision
 
+from lightning_explain.epoch.history import ConfusedExamples
 from lightning_explain.functional import explain, invert_features, tcav
 from lightning_explain.functional.feature_maps import feature_maps
-from lightning_explain.monitor import ConfusedExamples
-from lightning_explain.render_views import feature_map_grid, filter_grid
+from lightning_explain.output.render_views import feature_map_grid, filter_grid
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Catch a shortcut-learning CNN from the numbers: two runs on ShortcutShapes, one alert.
 
-The code lives in :mod:`lightning_explain.demo` (also run by ``lightning-explain demo``); this script is the
+The code lives in :mod:`lightning_explain.tools.demo` (also run by ``lightning-explain demo``); this script is the
 copyable entry point used by ``make demo``. Each run writes into a new ``OUT/version_N`` and prints it:
 
     python examples/shortcut_detection.py --out runs/shortcut_demo
@@ -10,7 +10,7 @@ copyable entry point used by ``make demo``. Each run writes into a new ``OUT/ver
 
 from __future__ import annotations
 
-from lightning_explain.demo import SmallCNN, main, print_table, train
+from lightning_explain.tools.demo import SmallCNN, main, print_table, train
 
 __all__ = ["SmallCNN", "main", "print_table", "train"]
 

@@ -1,6 +1,6 @@
 """``python -m lightning_explain``: the same as the ``lightning-explain`` console command."""
 
-from lightning_explain.cli import main
+from lightning_explain.tools.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -168,7 +168,7 @@ def explained_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def grid_cells(grid: np.ndarray, image_size: Any, cell_size: int, column: int) -> list[np.ndarray]:
     """The cells of ``column`` (0: the input) of a logged, captioned grid ``H x W x 3``, one per row."""
-    from lightning_explain.render import grid_layout
+    from lightning_explain.output.render import grid_layout
 
     layout = grid_layout(grid.shape[:2], tuple(image_size)[-2:], cell_size)
     assert layout is not None, f"grid of {grid.shape[:2]} is not a grid of {tuple(image_size)[-2:]} images"
@@ -178,9 +178,9 @@ def grid_cells(grid: np.ndarray, image_size: Any, cell_size: int, column: int) -
 
 
 def rendered_cells(images: Tensor, cell_size: int) -> list[np.ndarray]:
-    """``images`` ``[N, 3, H, W]`` in [0, 1] as :func:`~lightning_explain.render.compose_grid` draws their cells
+    """``images`` ``[N, 3, H, W]`` in [0, 1] as :func:`~lightning_explain.output.render.compose_grid` draws their cells
     (``uint8`` ``h x w x 3``, one per image)."""
-    from lightning_explain.render import compose_grid, grid_layout
+    from lightning_explain.output.render import compose_grid, grid_layout
 
     grid = compose_grid([images], cell_size=cell_size).permute(1, 2, 0).numpy()
     plain = grid_layout(grid.shape[:2], images.shape[-2:], cell_size, captioned=False)
@@ -203,7 +203,7 @@ def probe_rows_match(
 ) -> None:
     """Assert that the input cell of each row of a logged grid (``H x W x 3``) shows that probe image (min-max
     scaled, or ``display`` when given: the images as the callback should show them)."""
-    from lightning_explain.render import to_display
+    from lightning_explain.output.render import to_display
 
     cells = grid_cells(grid, probe.shape, cell_size, 0)
     expected = rendered_cells(to_display(probe) if display is None else display, cell_size)
@@ -240,11 +240,11 @@ def assert_overlay_cells(
     what: str = "overlay",
 ) -> None:
     """Assert that the overlay cells of a logged grid show ``maps`` over ``display``, rendered with the package's
-    public render functions (:func:`~lightning_explain.render.overlay`, ``compose_grid``).
+    public render functions (:func:`~lightning_explain.output.render.overlay`, ``compose_grid``).
 
     ``maps`` ``[N, H, W]`` fill column ``first_column``; ``[N, k, H, W]`` fill ``k`` columns from there.
     """
-    from lightning_explain.render import overlay
+    from lightning_explain.output.render import overlay
 
     stacked = maps[:, None] if maps.ndim == 3 else maps
     assert torch.isfinite(stacked).all(), f"{what}: the reference maps hold NaN or inf"

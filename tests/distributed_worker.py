@@ -323,7 +323,7 @@ def main() -> None:
 def agree(strategy: Strategy, out: Path) -> None:
     """A failure inside :func:`together` / :func:`broadcast_from_zero` on one rank only, in the run's process group;
     every rank records what it raised (``OUT/agree<rank>.json``)."""
-    from lightning_explain.distributed import broadcast_from_zero, together
+    from lightning_explain.epoch.distributed import broadcast_from_zero, together
 
     rank = strategy.global_rank
     seen: list[str] = []

@@ -4,7 +4,8 @@ Each view is a thin callback: this base decides *when* (validation epoch end, no
 global rank zero only, or every rank under FSDP2, where a forward needs every rank), reads and keeps the probe
 (the first validation samples, chosen dataset indices, or an explicit tensor, with optional masks), sends images to
 the sinks and scalars to ``pl_module.log``, and turns a failure in a later epoch into one warning (``strict=True``
-re-raises). Images are encoded and written in the background (:class:`~lightning_explain.sinks.BackgroundWriter`);
+re-raises). Images are encoded and written in the background
+(:class:`~lightning_explain.output.sinks.BackgroundWriter`);
 ``teardown`` and ``on_exception`` wait for them, so every image is on disk when ``fit``/``validate``/``test`` returns
 or raises. Subclasses implement ``_run``, and may add ``_setup`` (checks that need the model), ``_start`` (at train
 start) and ``_prepare`` (before each run, outside the failure guard). The shared defaults are in
@@ -24,12 +25,15 @@ from lightning_explain._lightning import Callback, is_fitting
 from lightning_explain.callbacks import _defaults as D
 from lightning_explain.callbacks._progress import trainer_reporter
 from lightning_explain.capture import resolve_layer
-from lightning_explain.checks import check_display, check_positive_int, check_probe_args, fail_softly
-from lightning_explain.distributed import broadcast_from_zero, check_sharded, joins_every_rank, start_together, together
-from lightning_explain.functional.context import check_inputs
-from lightning_explain.functional.progress import reporting
-from lightning_explain.functional.targets import OutputTransform
-from lightning_explain.probe import (
+from lightning_explain.epoch.checks import check_display, check_positive_int, check_probe_args, fail_softly
+from lightning_explain.epoch.distributed import (
+    broadcast_from_zero,
+    check_sharded,
+    joins_every_rank,
+    start_together,
+    together,
+)
+from lightning_explain.epoch.probe import (
     BatchUnpacker,
     Probe,
     dataset_class_names,
@@ -37,7 +41,10 @@ from lightning_explain.probe import (
     probe_from_dataloader,
     probe_from_dataset,
 )
-from lightning_explain.sinks import ImageSink
+from lightning_explain.functional.context import check_inputs
+from lightning_explain.functional.progress import reporting
+from lightning_explain.functional.targets import OutputTransform
+from lightning_explain.output.sinks import ImageSink
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -46,8 +53,11 @@ __all__ = ["ViewCallback", "layer_name", "view_arguments"]
 
 
 def layer_name(pl_module: pl.LightningModule, target_layer: str | nn.Module) -> str:
-    """The dotted name of ``target_layer`` in ``pl_module``; an unknown name raises with the closest names. (The
-    default layer, for ``target_layer=None``, is found on the probe: :func:`~lightning_explain.pipeline.find_layer`.)"""
+    """The dotted name of ``target_layer`` in ``pl_module``; an unknown name raises with the closest names.
+
+    (The default layer, for ``target_layer=None``, is found on the probe:
+    :func:`~lightning_explain.epoch.maps.find_layer`.)
+    """
     return resolve_layer(pl_module, target_layer)[0]
 
 

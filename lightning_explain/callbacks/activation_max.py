@@ -11,12 +11,12 @@ from torch import Tensor
 from lightning_explain.callbacks import _defaults as D
 from lightning_explain.callbacks._view import ViewCallback, view_arguments
 from lightning_explain.capture import resolve_layer
-from lightning_explain.checks import check_positive_int, is_int
+from lightning_explain.epoch.checks import check_positive_int, is_int
+from lightning_explain.epoch.probe import BatchUnpacker
 from lightning_explain.functional.activation_max import ActivationMaxResult, count_units, maximize_activation
 from lightning_explain.functional.layouts import LAYOUTS
 from lightning_explain.functional.targets import OutputTransform
-from lightning_explain.probe import BatchUnpacker
-from lightning_explain.render import compose_grid, to_display
+from lightning_explain.output.render import compose_grid, to_display
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl

@@ -11,15 +11,15 @@ from torch import Tensor
 from lightning_explain.callbacks import _defaults as D
 from lightning_explain.callbacks._view import ViewCallback, layer_name, view_arguments
 from lightning_explain.capture import preserve_model_state
-from lightning_explain.checks import check_int, check_positive_int
-from lightning_explain.distributed import all_gather_objects, world_size
+from lightning_explain.epoch.checks import check_int, check_positive_int
+from lightning_explain.epoch.distributed import all_gather_objects, world_size
+from lightning_explain.epoch.history import ConfusedExamples
+from lightning_explain.epoch.maps import find_layer
+from lightning_explain.epoch.probe import BatchUnpacker, first_val_loader, sampled_indices, unpack_batch
 from lightning_explain.functional import ATTENTION_METHODS, LAYER_METHODS, METHODS, canonical_methods
 from lightning_explain.functional.predictions import first_logits, no_grad_logits, pair_maps, predicted_classes
 from lightning_explain.functional.targets import OutputTransform
-from lightning_explain.monitor import ConfusedExamples
-from lightning_explain.pipeline import find_layer
-from lightning_explain.probe import BatchUnpacker, first_val_loader, sampled_indices, unpack_batch
-from lightning_explain.render import explanation_grid, to_display
+from lightning_explain.output.render import explanation_grid, to_display
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl

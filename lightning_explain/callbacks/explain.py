@@ -3,7 +3,7 @@
 The callback is thin: :class:`~lightning_explain.callbacks._view.ViewCallback` decides *when* (validation epoch end,
 not the sanity check, every n epochs, global rank zero only) and keeps the probe; this class decides which methods
 are due and where their results go, and hands off to :mod:`lightning_explain.functional` (maps),
-:mod:`lightning_explain.pipeline` (groups, metrics, captions, grids, layout) and :mod:`lightning_explain.sinks`.
+:mod:`lightning_explain.epoch` (schedule, maps, grids, layout) and :mod:`lightning_explain.output.sinks`.
 """
 
 from __future__ import annotations
@@ -19,42 +19,35 @@ from lightning_explain._lightning import is_fitting
 from lightning_explain.callbacks import _defaults as D
 from lightning_explain.callbacks._view import ViewCallback, layer_name, view_arguments
 from lightning_explain.capture import preserve_model_state
-from lightning_explain.checks import check_positive_int
-from lightning_explain.faithfulness import Faithfulness
+from lightning_explain.epoch.checks import check_explain_arguments, check_positive_int, check_probe_masks
+from lightning_explain.epoch.faithfulness_schedule import Faithfulness
+from lightning_explain.epoch.grids import layout_json, render_probe, row_captions, view_grid, view_maps, views
+from lightning_explain.epoch.history import MapMetrics, summarize
+from lightning_explain.epoch.maps import (
+    find_layer,
+    flat_layer_maps,
+    integer_skips,
+    merge_results,
+    predictions_of,
+    probe_targets,
+    score_maps,
+)
+from lightning_explain.epoch.messages import (
+    NO_LABELS_ERROR,
+    NO_VALIDATION_ERROR,
+    NO_VALIDATION_WARNING,
+    flat_warning,
+    nonfinite_warning,
+)
+from lightning_explain.epoch.probe import BatchUnpacker, check_probe
+from lightning_explain.epoch.schedule import StageClock, due_groups, split_method_options
 from lightning_explain.functional import DEFAULT_METHODS, EXPENSIVE_METHODS, LAYER_METHODS, canonical_methods, explain
 from lightning_explain.functional.context import check_inputs
 from lightning_explain.functional.engine import ExplainResult
 from lightning_explain.functional.target_layer import LayerChoice
 from lightning_explain.functional.targets import OutputTransform
-from lightning_explain.monitor import MapMetrics, summarize
-from lightning_explain.pipeline import (
-    NO_LABELS_ERROR,
-    NO_VALIDATION_ERROR,
-    NO_VALIDATION_WARNING,
-    StageClock,
-    check_explain_arguments,
-    check_probe_masks,
-    due_groups,
-    find_layer,
-    flat_layer_maps,
-    flat_warning,
-    integer_skips,
-    layout_json,
-    merge_results,
-    nonfinite_warning,
-    predictions_of,
-    probe_targets,
-    render_probe,
-    row_captions,
-    score_maps,
-    split_method_options,
-    view_grid,
-    view_maps,
-    views,
-)
-from lightning_explain.probe import BatchUnpacker, check_probe
-from lightning_explain.render import nonfinite_rows
-from lightning_explain.sinks import scalar_layout
+from lightning_explain.output.render import nonfinite_rows
+from lightning_explain.output.sinks import scalar_layout
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -109,8 +102,9 @@ class ExplainCallback(ViewCallback):
         method_options: per method, ``every_n_epochs`` and ``max_images`` (its own schedule and probe subset;
             expensive methods default to the first 4 images) and the method's own options, e.g.
             ``{"smoothgrad": {"samples": 8, "every_n_epochs": 5}, "occlusion": {"window": 8, "stride": 4}}``.
-        faithfulness: with ``metrics``, deletion/insertion AUC and ROAD (see :class:`~lightning_explain.faithfulness.
-            Faithfulness`): True (every 5 epochs, first 4 probe images) or a dict of its fields, e.g. ``{"steps": 8}``.
+        faithfulness: with ``metrics``, deletion/insertion AUC and ROAD (see
+            :class:`~lightning_explain.epoch.faithfulness_schedule.Faithfulness`): True (every 5 epochs, first 4 probe
+            images) or a dict of its fields, e.g. ``{"steps": 8}``.
 
     Logged images (one per method, at ``trainer.global_step``; a row per probe image):
         - ``{tag_prefix}/gradcam``: input | Grad-CAM overlay.
@@ -122,7 +116,7 @@ class ExplainCallback(ViewCallback):
           layer from 0 to L-1 (how attention forms through depth).
 
     Images go to every TensorBoard logger, every logger with ``log_image`` (W&B) and MLflow; with none, to PNG
-    files (:mod:`lightning_explain.sinks`), encoded and written in the background.
+    files (:mod:`lightning_explain.output.sinks`), encoded and written in the background.
 
     Logged text (TensorBoard only): ``{tag_prefix}/layer`` once (the layer, its layout, why it was chosen);
     ``{tag_prefix}/layout``, a JSON line per explained epoch saying where each probe row lies in each grid.

@@ -10,11 +10,11 @@ from torch import Tensor, nn
 from lightning_explain.callbacks import _defaults as D
 from lightning_explain.callbacks._view import ViewCallback, view_arguments
 from lightning_explain.capture import default_conv_layer, preserve_model_state, resolve_layer
-from lightning_explain.checks import check_positive_int
+from lightning_explain.epoch.checks import check_positive_int
+from lightning_explain.epoch.probe import BatchUnpacker
 from lightning_explain.functional.feature_maps import feature_maps
-from lightning_explain.probe import BatchUnpacker
-from lightning_explain.render import to_display
-from lightning_explain.render_views import feature_map_grid
+from lightning_explain.output.render import to_display
+from lightning_explain.output.render_views import feature_map_grid
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl

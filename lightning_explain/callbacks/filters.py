@@ -9,9 +9,9 @@ from torch import Tensor, nn
 from lightning_explain.callbacks import _defaults as D
 from lightning_explain.callbacks._view import ViewCallback
 from lightning_explain.capture import resolve_layer
-from lightning_explain.checks import check_positive_int
-from lightning_explain.distributed import full_tensor
-from lightning_explain.render_views import filter_grid
+from lightning_explain.epoch.checks import check_positive_int
+from lightning_explain.epoch.distributed import full_tensor
+from lightning_explain.output.render_views import filter_grid
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl

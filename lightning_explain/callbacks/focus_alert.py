@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from lightning_explain._lightning import Callback, is_fitting
 from lightning_explain.callbacks.explain import ExplainCallback
-from lightning_explain.checks import check_int
+from lightning_explain.epoch.checks import check_int
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl

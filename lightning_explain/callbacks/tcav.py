@@ -14,12 +14,12 @@ from torch.utils.data.dataloader import default_collate
 from lightning_explain.callbacks import _defaults as D
 from lightning_explain.callbacks._view import ViewCallback, view_arguments
 from lightning_explain.capture import preserve_model_state, preserve_rng, resolve_layer
-from lightning_explain.checks import check_int, check_positive_int, is_int
+from lightning_explain.epoch.checks import check_int, check_positive_int, is_int
+from lightning_explain.epoch.probe import BatchUnpacker, first_val_loader, probe_from_dataset, unpack_batch
 from lightning_explain.functional.context import check_inputs
 from lightning_explain.functional.predictions import predicted_classes, split_by_class
 from lightning_explain.functional.targets import OutputTransform
 from lightning_explain.functional.tcav import TCAVScores, tcav
-from lightning_explain.probe import BatchUnpacker, first_val_loader, probe_from_dataset, unpack_batch
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl

@@ -8,9 +8,9 @@ For each run (a folder holding event files) and each image tag that :class:`~lig
 logged, the report shows one tile per probe image (its row of the grid: caption band, input and overlays) and
 a slider over the logged epochs; a slider at the top moves every method at once. Rows are cut out of the
 logged grids with the ``{tag_prefix}/layout`` text that the callback logs with each epoch's grids (see
-:class:`~lightning_explain.render.GridLayout`); a grid without a matching layout (older logs, other tags) is
+:class:`~lightning_explain.output.render.GridLayout`); a grid without a matching layout (older logs, other tags) is
 shown whole. Below each method: its drift and focus scalars (``{tag_prefix}/{method}/drift/*`` and
-``/focus/*``) against the epoch, grouped as in :data:`lightning_explain.charts.CHARTS` (the same charts as
+``/focus/*``) against the epoch, grouped as in :data:`lightning_explain.output.charts.CHARTS` (the same charts as
 TensorBoard's Custom Scalars tab), with a marker at the epoch the slider shows.
 
 One job per module: :mod:`~lightning_explain.report.events` reads the event files,

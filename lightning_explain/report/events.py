@@ -112,7 +112,7 @@ def read_run(path: str | Path, name: str | None = None) -> RunData:
 
 def _rows(layout: dict[str, int] | None, size: tuple[int, int]) -> list[tuple[int, int]]:
     """Each probe image's row as ``(top, height)``, or the whole grid when the layout is missing or does not fit."""
-    from lightning_explain.render import GridLayout
+    from lightning_explain.output.render import GridLayout
 
     if layout is not None:
         try:

@@ -20,7 +20,7 @@ from functools import cache
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
-from lightning_explain.charts import CHARTS
+from lightning_explain.output.charts import CHARTS
 from lightning_explain.report.events import Frame, RunData
 from lightning_explain.report.svg import line_chart
 
@@ -52,7 +52,8 @@ def _method_of(tag: str, prefixes: Iterable[str]) -> tuple[str, str]:
 
 
 def chart_series(run: RunData, base: str) -> list[tuple[str, Series]]:
-    """The charts of :data:`~lightning_explain.charts.CHARTS` that have data under ``base`` (``{prefix}/{method}``).
+    """The charts of :data:`~lightning_explain.output.charts.CHARTS` that have data under ``base``
+    (``{prefix}/{method}``).
 
     Each as ``(title, {series name: [(epoch or step, value)]})``, the series in name order, NaN/inf left out.
     """

@@ -1,0 +1,1 @@
+"""Tools around the callbacks: the ``lightning-explain`` console command (``cli``) and the shortcut demo (``demo``)."""

@@ -1,0 +1,211 @@
+"""Images written off the training thread are never lost; long work shows a progress bar only beside the Trainer's."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from conftest import TinyCNN, loaders, read_event_images, trainer
+from pytorch_lightning.callbacks import Callback, RichProgressBar, TQDMProgressBar
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from rich.progress import Progress
+from torch.utils.tensorboard import SummaryWriter
+
+from lightning_explain import ExplainCallback
+from lightning_explain.callbacks._progress import _RichReporter
+from lightning_explain.functional import progress
+from lightning_explain.output.sinks import WRITER, BackgroundWriter
+
+SLOW_SECONDS = 0.25
+
+
+class _SlowSummaryWriter(SummaryWriter):
+    """TensorBoard's own writer on a slow disk: each image record takes a while, so images are in flight at any
+    moment (scalars and text are written at full speed)."""
+
+    def _get_file_writer(self):
+        file_writer = super()._get_file_writer()
+        if not getattr(file_writer, "_slow", False):
+            add_summary = file_writer.add_summary
+
+            def slow_add_summary(summary, *args, **kwargs):
+                if any(value.HasField("image") for value in summary.value):
+                    time.sleep(SLOW_SECONDS)
+                return add_summary(summary, *args, **kwargs)
+
+            file_writer.add_summary, file_writer._slow = slow_add_summary, True
+        return file_writer
+
+
+class SlowTensorBoardLogger(TensorBoardLogger):
+    @property
+    def experiment(self):
+        if self._experiment is None:
+            self._fs.makedirs(self.log_dir, exist_ok=True)
+            self._experiment = _SlowSummaryWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class _StopAt(Callback):
+    """Raises ``error`` at the start of training epoch ``epoch``, after checking that images are still in flight."""
+
+    def __init__(self, epoch: int, error: BaseException) -> None:
+        self.epoch, self.error, self.in_flight = epoch, error, -1
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            self.in_flight = WRITER.pending()
+            raise self.error
+
+
+def _run(tmp_path, *extra, epochs=3, **kwargs):
+    train, val = loaders()
+    logger = SlowTensorBoardLogger(str(tmp_path), name="tb", version=0)
+    cb = ExplainCallback(num_probe=3, cell_size=32, metrics=False)
+    t = trainer(tmp_path, logger=logger, callbacks=[cb, *extra], max_epochs=epochs, **kwargs)
+    return t, cb, train, val
+
+
+def _steps(tmp_path) -> dict[str, list[int]]:
+    return {
+        tag: [step for step, _ in events] for tag, events in read_event_images(tmp_path / "tb" / "version_0").items()
+    }
+
+
+def test_every_image_is_on_disk_when_fit_and_validate_return(tmp_path):
+    t, _cb, train, val = _run(tmp_path)
+    t.fit(TinyCNN(), train, val)
+    steps = _steps(tmp_path)
+    assert steps["explain/gradcam"] == steps["explain/saliency"] == steps["explain/activations"] == [3, 6, 9]
+    assert WRITER.pending() == 0
+    t.validate(t.lightning_module, val)
+    assert _steps(tmp_path)["explain/gradcam"] == [3, 6, 9, 9]
+
+
+@pytest.mark.parametrize("error", [RuntimeError("disk on fire"), KeyboardInterrupt()], ids=["exception", "ctrl-c"])
+def test_every_image_is_on_disk_when_training_stops_on_an_exception(tmp_path, error):
+    stop = _StopAt(2, error)
+    t, _cb, train, val = _run(tmp_path, stop, epochs=5)
+    expected = SystemExit if isinstance(error, KeyboardInterrupt) else RuntimeError  # Lightning exits on Ctrl+C
+    with pytest.raises(expected):
+        t.fit(TinyCNN(), train, val)
+    assert stop.in_flight > 0  # the images of epoch 1 were still being written when training stopped
+    steps = _steps(tmp_path)
+    assert steps["explain/gradcam"] == steps["explain/activations"] == [3, 6]
+
+
+def test_png_files_are_written_in_the_background_and_flushed(tmp_path):
+    train, val = loaders()
+    cb = ExplainCallback(methods=("gradcam",), num_probe=2, cell_size=32, metrics=False)
+    t = trainer(tmp_path, logger=CSVLogger(str(tmp_path), name="csv", version=0), callbacks=[cb], max_epochs=2)
+    with pytest.warns(UserWarning, match="PNG files"):
+        t.fit(TinyCNN(), train, val)
+    files = sorted(
+        p.name for p in (tmp_path / "csv" / "version_0" / "explain_images" / "explain" / "gradcam").iterdir()
+    )
+    assert files == ["epoch=0000-step=0000003.png", "epoch=0001-step=0000006.png"]
+
+
+def test_background_writer_bounds_its_queue_and_reports_errors_on_flush():
+    writer = BackgroundWriter(max_pending=2)
+    gate = threading.Event()
+    writer.submit(gate.wait)  # the thread is busy until the gate opens
+    writer.submit(lambda: None)
+    writer.submit(lambda: None)
+    blocked = threading.Thread(target=writer.submit, args=(lambda: None,))
+    blocked.start()
+    blocked.join(0.3)
+    assert blocked.is_alive()  # a full queue makes the caller wait: nothing is dropped
+    gate.set()
+    blocked.join(5)
+    writer.flush()
+    assert writer.pending() == 0
+
+    def fail() -> None:
+        raise OSError("no space left on device")
+
+    writer.submit(fail)
+    with pytest.raises(RuntimeError, match="no space left on device"):
+        writer.flush()
+    writer.flush()  # reported once
+
+
+class _RecordingRichBar(RichProgressBar):
+    """Lightning's Rich progress bar, recording the tasks added to its live display."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.added: list[str] = []
+
+    def _init_progress(self, trainer) -> None:
+        super()._init_progress(trainer)
+        if self.progress is not None and not hasattr(self.progress, "_recorded"):
+            add = self.progress.add_task
+
+            def recording_add(description, *args, **kwargs):
+                self.added.append(str(description))
+                return add(description, *args, **kwargs)
+
+            self.progress.add_task = recording_add
+            self.progress._recorded = True
+
+
+def _occlusion_fit(tmp_path, *extra, **kwargs):
+    train, val = loaders()
+    cb = ExplainCallback(
+        methods=("gradcam", "occlusion"),
+        num_probe=2,
+        cell_size=32,
+        metrics=False,
+        method_options={"occlusion": {"window": 4, "stride": 4}},
+    )
+    logger = TensorBoardLogger(str(tmp_path), name="tb", version=0)
+    t = trainer(tmp_path, callbacks=[cb, *extra], max_epochs=1, logger=logger, **kwargs)
+    t.fit(TinyCNN(), train, val)
+
+
+def test_long_work_shows_a_bar_beside_the_trainers_and_nothing_without_it(tmp_path, monkeypatch, capfd):
+    monkeypatch.setattr(progress, "DELAY", 0.0)
+    _occlusion_fit(tmp_path / "tqdm", TQDMProgressBar(), enable_progress_bar=True)
+    shown = capfd.readouterr()
+    assert "ExplainCallback: occlusion:   0%|" in shown.err  # our bar, on stderr beside the Trainer's
+    rich = _RecordingRichBar()
+    _occlusion_fit(tmp_path / "rich", rich, enable_progress_bar=True)
+    assert "ExplainCallback: occlusion" in rich.added
+    assert not [t for t in rich.progress.tasks if "ExplainCallback" in str(t.description)]  # removed when done
+    capfd.readouterr()
+    _occlusion_fit(tmp_path / "off", enable_progress_bar=False)
+    captured = capfd.readouterr()
+    assert "occlusion" not in captured.err + captured.out
+
+
+def test_rich_bar_is_added_after_the_delay_and_removed_when_done(monkeypatch):
+    live = Progress()
+    monkeypatch.setattr(progress, "DELAY", 0.05)
+    with progress.reporting(_RichReporter(live, "ExplainCallback: ")), progress.task("scorecam", total=3) as bar:
+        bar.update()
+        assert not live.tasks  # short work shows nothing
+        time.sleep(0.06)
+        bar.update()
+        (task,) = live.tasks
+        assert task.description == "ExplainCallback: scorecam" and task.completed == 2 and task.total == 3
+    assert not live.tasks
+
+
+def test_vectorised_crc32c_equals_tensorboards_and_is_installed_for_image_writes(tmp_path):
+    from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
+    from tensorboard.summary.writer import record_writer
+
+    from lightning_explain.output._crc32c import crc32c, masked_crc32c
+
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 9, 1023, 1024, 4096, 4097, 3 * 4096 + 17, 70_001):
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert crc32c(data) == pywrap_tensorflow.crc32c(data), n
+        assert masked_crc32c(data) == pywrap_tensorflow.masked_crc32c(data), n
+    t, _cb, train, val = _run(tmp_path, epochs=1)
+    t.fit(TinyCNN(), train, val)
+    assert record_writer.masked_crc32c is masked_crc32c  # installed by the first TensorBoard image
+    assert _steps(tmp_path)["explain/gradcam"] == [3]  # TensorBoard reads the records back (it checks the CRCs)
