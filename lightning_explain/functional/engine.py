@@ -2,9 +2,10 @@
 
 :func:`explain` asks :func:`~lightning_explain.functional.hooked_pass.hooked_pass` once for everything the
 one-pass methods need (the layer's output and gradient, the input gradient, the attention weights and their
-gradients) and turns the result into maps: the CAM family, saliency, gradient x input, channel activations and the
-attention maps. Score-CAM, SmoothGrad, Integrated Gradients, Occlusion, LIME, guided backpropagation, deconvnet
-and guided Grad-CAM then add their own passes. Maps
+gradients: the union of what the requested methods' specs ``read``, see :mod:`~lightning_explain.functional.spec`),
+then calls each method's ``compute``: first those that only read the shared pass (the CAM family, saliency,
+gradient x input, channel activations, the attention maps), then those with passes of their own (Score-CAM,
+SmoothGrad, Integrated Gradients, Occlusion, LIME, guided backpropagation, deconvnet, guided Grad-CAM). Maps
 are computed in fp32 with autocast off, also inside ``torch.inference_mode()``; ``param.grad`` is never touched.
 No Lightning import.
 """
@@ -183,17 +184,11 @@ def explain(
         output_transform=output_transform,
     )
     size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
-    ctx = MethodContext(
-        model,
-        passed.inputs,
-        passed,
-        TargetSpec(None, targets)
-        if callable(targets) and not isinstance(targets, Tensor)
-        else TargetSpec(passed.classes),
-        output_transform=output_transform,
-        top_k=top_k,
-        vit=layout,
-    )
+    # Passes of the methods' own explain the classes of the shared pass, or the same callable's scores.
+    target = TargetSpec(passed.classes)
+    if callable(targets) and not isinstance(targets, Tensor):
+        target = TargetSpec(None, targets)
+    ctx = MethodContext(model, passed.inputs, passed, target, output_transform, top_k, layout)
     read: FeatureLayout | None = None
     if resolved is not None and passed.activation is not None:
         read = layer_layout_of(model, passed, resolved, layout, layer_layout)
