@@ -2,12 +2,14 @@
 
 How the files divide the work, in the order data flows through them:
 
-- ``registry``: the method names, their groups and options; ``target_layer``: the default layer, found by
+- ``spec``: how a method is declared (:class:`MethodSpec`, :func:`register_method`); ``registry``: the method
+  names, their groups and options, read from the registered specs; ``target_layer``: the default layer, found by
   running the model; ``layouts``: how a layer's output reads as a grid (channels-first, channels-last, tokens);
   ``vit_layouts``: where a ViT keeps its tokens.
 - ``targets``: logits and the score explained per image; ``context``: how a pass runs (grad on, autocast off).
 - ``hooked_pass``: the ONE hooked forward + ``autograd.grad`` that every gradient method uses.
-- ``engine``: :func:`explain`, every map from one pass; ``cams`` (CAM weightings), ``rollout`` (attention
+- ``engine``: :func:`explain`, every map from one pass, then each requested spec's ``compute``; ``cams`` (CAM
+  weightings), ``rollout`` (attention
   math), ``input_gradients`` (SmoothGrad, Integrated Gradients), ``perturbation`` (Score-CAM, Occlusion),
   ``lime`` (LIME) and ``guided`` (guided backpropagation, deconvnet, guided Grad-CAM) hold each family's
   math; ``maps``: upsample and normalise.
@@ -60,6 +62,14 @@ from lightning_explain.functional.registry import (
     check_options,
 )
 from lightning_explain.functional.rollout import attention_rollout, cls_attention, grad_rollout
+from lightning_explain.functional.spec import (
+    MethodContext,
+    MethodSpec,
+    method_spec,
+    register_method,
+    registered_methods,
+    unregister_method,
+)
 from lightning_explain.functional.target_layer import LayerChoice, default_layer, locate_layer
 from lightning_explain.functional.tcav import (
     TCAVScores,
@@ -87,6 +97,8 @@ __all__ = [
     "InversionResult",
     "LayerChoice",
     "LayoutError",
+    "MethodContext",
+    "MethodSpec",
     "PassResult",
     "TCAVScores",
     "ViTLayout",
@@ -121,8 +133,11 @@ __all__ = [
     "lime",
     "locate_layer",
     "maximize_activation",
+    "method_spec",
     "normalize_maps",
     "occlusion",
+    "register_method",
+    "registered_methods",
     "relu_rule",
     "saliency",
     "score_cam",
@@ -134,6 +149,7 @@ __all__ = [
     "token_grad_cam",
     "tokens_to_grid",
     "total_variation",
+    "unregister_method",
     "upsample_maps",
     "vit_attention",
     "vit_grad_rollout",

@@ -21,7 +21,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["CAM_METHODS", "GRADIENT_CAMS", "cam_from_gradients", "cam_from_weights", "eigen_projection"]
+from lightning_explain.functional.spec import MethodContext, MethodSpec
+
+__all__ = ["CAM_METHODS", "GRADIENT_CAMS", "SPECS", "cam_from_gradients", "cam_from_weights", "eigen_projection"]
 
 _EPS_PP = 1e-6
 _EPS_X = 1e-7
@@ -99,3 +101,40 @@ def eigen_projection(activations: Tensor) -> Tensor:
     agreement = ((projection - projection.mean(1, keepdim=True)) * (mean_map - mean_map.mean(1, keepdim=True))).sum(1)
     sign = torch.where(agreement < 0, -1.0, 1.0).to(projection.dtype)
     return (projection * sign[:, None]).view(batch, height, width)
+
+
+def _gradient_cam(method: str) -> Callable[[MethodContext], Tensor]:
+    def compute(ctx: MethodContext) -> Tensor:
+        return cam_from_gradients(method, ctx.activation, ctx.layer_grad)
+
+    return compute
+
+
+def _eigencam(ctx: MethodContext) -> Tensor:
+    return torch.relu(eigen_projection(ctx.activation))
+
+
+_PUBLIC = {
+    "gradcam": "grad_cam",
+    "gradcampp": "grad_cam_plus_plus",
+    "xgradcam": "xgrad_cam",
+    "layercam": "layer_cam",
+    "hirescam": "hires_cam",
+}
+#: The CAM methods of :func:`~lightning_explain.functional.explain`: from the shared pass's layer output (and
+#: gradient), at the layer's resolution.
+SPECS: tuple[MethodSpec, ...] = (
+    *(
+        MethodSpec(
+            method,
+            _gradient_cam(method),
+            reads=frozenset({"layer", "layer_grad"}),
+            at_layer=True,
+            aliases=("gradcam++",) if method == "gradcampp" else (),
+            default=method == "gradcam",
+            function=_PUBLIC[method],
+        )
+        for method in GRADIENT_CAMS
+    ),
+    MethodSpec("eigencam", _eigencam, reads=frozenset({"layer"}), at_layer=True, function="eigen_cam"),
+)

@@ -2,9 +2,10 @@
 
 :func:`explain` asks :func:`~lightning_explain.functional.hooked_pass.hooked_pass` once for everything the
 one-pass methods need (the layer's output and gradient, the input gradient, the attention weights and their
-gradients) and turns the result into maps: the CAM family, saliency, gradient x input, channel activations and the
-attention maps. Score-CAM, SmoothGrad, Integrated Gradients, Occlusion, LIME, guided backpropagation, deconvnet
-and guided Grad-CAM then add their own passes. Maps
+gradients: the union of what the requested methods' specs ``read``, see :mod:`~lightning_explain.functional.spec`),
+then calls each method's ``compute``: first those that only read the shared pass (the CAM family, saliency,
+gradient x input, channel activations, the attention maps), then those with passes of their own (Score-CAM,
+SmoothGrad, Integrated Gradients, Occlusion, LIME, guided backpropagation, deconvnet, guided Grad-CAM). Maps
 are computed in fp32 with autocast off, also inside ``torch.inference_mode()``; ``param.grad`` is never touched.
 No Lightning import.
 """
@@ -12,18 +13,15 @@ No Lightning import.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from lightning_explain.capture import resolve_layer
-from lightning_explain.functional.cams import GRADIENT_CAMS, cam_from_gradients, eigen_projection
 from lightning_explain.functional.context import check_inputs, grad_context
-from lightning_explain.functional.guided import GUIDED_METHODS, rule_maps
 from lightning_explain.functional.hooked_pass import PassResult, hooked_pass
-from lightning_explain.functional.input_gradients import integrated_gradients_attr, smooth_grad_attr
 from lightning_explain.functional.layouts import (
     FeatureLayout,
     LayoutError,
@@ -32,27 +30,14 @@ from lightning_explain.functional.layouts import (
     settle_layout,
     shape_pass,
 )
-from lightning_explain.functional.lime import lime_map
 from lightning_explain.functional.maps import normalize_maps, upsample_maps
-from lightning_explain.functional.perturbation import occlusion_map, score_cam_map
-from lightning_explain.functional.registry import (
-    ATTENTION_METHODS,
-    DEFAULT_METHODS,
-    EXPENSIVE_METHODS,
-    INPUT_GRAD_METHODS,
-    LAYER_METHODS,
-    canonical_methods,
-    check_options,
-)
-from lightning_explain.functional.rollout import attention_rollout, cls_attention, grad_rollout
+from lightning_explain.functional.registry import DEFAULT_METHODS, PIXEL_METHODS, canonical_methods, check_options
+from lightning_explain.functional.spec import MethodContext, method_spec
 from lightning_explain.functional.target_layer import locate_layer
 from lightning_explain.functional.targets import OutputTransform, Targets, TargetSpec
 from lightning_explain.functional.vit_layouts import SUPPORTED_VITS, ViTLayout, find_vit_layout, inner_model
 
 __all__ = ["PIXEL_METHODS", "ExplainResult", "explain", "layer_layout_of"]
-
-#: Methods that differentiate or perturb the image itself: they need floating-point images.
-PIXEL_METHODS = frozenset({*INPUT_GRAD_METHODS, *EXPENSIVE_METHODS})
 
 
 @dataclass(frozen=True)
@@ -170,8 +155,10 @@ def explain(
         )
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}.")
-    need_layer = bool(LAYER_METHODS.intersection(wanted))
-    attention_wanted = [m for m in ATTENTION_METHODS if m in wanted]
+    specs = [spec for spec in map(method_spec, wanted) if spec is not None]
+    reads = frozenset().union(*(spec.reads for spec in specs))
+    need_layer = "layer" in reads
+    attention_wanted = [spec.name for spec in specs if spec.attention]
     layout = find_vit_layout(model) if attention_wanted or need_layer else None
     if attention_wanted and layout is None:
         raise ValueError(
@@ -191,137 +178,43 @@ def explain(
         layers=[resolved] if resolved is not None else [],
         read_layer=lambda recording: recording.feature_map(tokens=True),
         attention=layout if attention_wanted else None,
-        grad_layer=bool(set(GRADIENT_CAMS).intersection(wanted)) or "guided_gradcam" in wanted,
-        grad_input=bool(INPUT_GRAD_METHODS.intersection(wanted)),
-        grad_attention="grad_rollout" in wanted,
+        grad_layer="layer_grad" in reads,
+        grad_input="input_grad" in reads,
+        grad_attention="attention_grad" in reads,
         output_transform=output_transform,
     )
     size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
-    maps: dict[str, Tensor] = {}
-    extra: dict[str, Tensor] = {}
-    act: Tensor | None = None
-    layer_grad: Tensor | None = None
+    # Passes of the methods' own explain the classes of the shared pass, or the same callable's scores.
+    target = TargetSpec(passed.classes)
+    if callable(targets) and not isinstance(targets, Tensor):
+        target = TargetSpec(None, targets)
+    ctx = MethodContext(model, passed.inputs, passed, target, output_transform, top_k, layout)
     read: FeatureLayout | None = None
     if resolved is not None and passed.activation is not None:
         read = layer_layout_of(model, passed, resolved, layout, layer_layout)
-        act = read.to_nchw(passed.activation).float()
+        ctx.layer_output = read.to_nchw(passed.activation).float()
         if passed.layer_grad is not None:
-            layer_grad = read.to_nchw(passed.layer_grad).float()
-    if act is not None and layer_grad is not None:
-        for method in (m for m in wanted if m in GRADIENT_CAMS):
-            maps[method] = _finish(cam_from_gradients(method, act, layer_grad), size, upsample, normalize)
-    if passed.input_grad is not None:
-        grad_x = passed.input_grad.float()
-        if "saliency" in wanted:
-            maps["saliency"] = _finish(grad_x.abs().amax(dim=1), size, False, normalize)
-        if "gradxinput" in wanted:
-            maps["gradxinput"] = _finish((grad_x * passed.inputs.float()).sum(dim=1).abs(), size, False, normalize)
-    if attention_wanted:
-        assert layout is not None
-        extra.update(_attention_maps(passed.attentions, passed.attention_grads, layout, wanted, opts, maps))
-        maps.update({k: _finish(v, size, upsample, normalize) for k, v in maps.items() if k in ATTENTION_METHODS})
-        extra = {k: _finish(v, size, upsample, normalize) for k, v in extra.items()}
-    if "eigencam" in wanted:
-        assert act is not None
-        maps["eigencam"] = _finish(torch.relu(eigen_projection(act)), size, upsample, normalize)
-    if "activations" in wanted:
-        assert act is not None
-        k = min(top_k, act.shape[1])
-        channels = act.mean(dim=(2, 3)).topk(k, dim=1).indices
-        chosen = act.gather(1, channels[:, :, None, None].expand(-1, -1, *act.shape[2:]))
-        maps["activations"] = _finish(chosen, size, upsample, normalize)
-        extra["activation_channels"] = channels
-    if set(EXPENSIVE_METHODS).intersection(wanted):
-        spec = TargetSpec(None, targets) if callable(targets) and not isinstance(targets, Tensor) else None
-        spec = spec or TargetSpec(passed.classes)
-        cam = None
-        if "guided_gradcam" in wanted and act is not None and layer_grad is not None:
-            cam = cam_from_gradients("gradcam", act, layer_grad)
-        with grad_context(inputs.device):
-            for method, raw in _expensive(model, passed.inputs, act, cam, spec, wanted, opts, output_transform).items():
-                at_layer = method == "scorecam"
-                maps[method] = _finish(raw, size, upsample and at_layer, normalize)
+            ctx.layer_output_grad = read.to_nchw(passed.layer_grad).float()
+    maps: dict[str, Tensor] = {}
+    views: dict[str, Tensor] = {}
+    # The methods that read only the shared pass first, then those with passes of their own (gradients on).
+    for spec in sorted(specs, key=lambda spec: spec.own_passes):
+        with grad_context(inputs.device) if spec.own_passes else nullcontext():
+            raw = spec.run(ctx, opts.get(spec.name, {}))
+        maps[spec.name] = _finish(raw, size, upsample and spec.at_layer, normalize)
+        views.update({k: _finish(v, size, upsample and spec.at_layer, normalize) for k, v in ctx.views.items()})
+        ctx.views.clear()
     return ExplainResult(
         maps={m: maps[m] for m in wanted if m in maps},
         logits=passed.logits,
         targets=passed.classes,
-        activation_channels=extra.get("activation_channels"),
-        attention_heads=extra.get("attention_heads"),
-        attention_layers=extra.get("attention_layers"),
+        activation_channels=ctx.extras.get("activation_channels"),
+        attention_heads=views.get("attention_heads"),
+        attention_layers=views.get("attention_layers"),
         predicted=passed.predicted,
         layer=resolved[0] if resolved is not None else None,
         layout=read,
     )
-
-
-def _attention_maps(
-    attentions: list[Tensor],
-    attention_grads: list[Tensor],
-    layout: ViTLayout,
-    wanted: tuple[str, ...],
-    opts: dict[str, dict[str, Any]],
-    maps: dict[str, Tensor],
-) -> dict[str, Tensor]:
-    """Adds the attention methods' grid maps to ``maps``; returns the per-head and per-layer views."""
-    weights = [a.float() for a in attentions]
-    extra: dict[str, Tensor] = {}
-    if "attention" in wanted:
-        index = int(opts.get("attention", {}).get("layer", -1))
-        if not -len(weights) <= index < len(weights):
-            raise ValueError(f"options['attention']['layer']={index} is out of range for {len(weights)} layers.")
-        heads = cls_attention(weights[index], layout)
-        maps["attention"] = heads.mean(dim=1)
-        extra["attention_heads"] = heads
-        extra["attention_layers"] = torch.stack([cls_attention(w, layout).mean(dim=1) for w in weights], dim=1)
-    if "rollout" in wanted:
-        maps["rollout"] = attention_rollout(weights, layout, **opts.get("rollout", {}))
-    if "grad_rollout" in wanted:
-        maps["grad_rollout"] = grad_rollout(weights, [g.float() for g in attention_grads], layout)
-    return extra
-
-
-def _expensive(
-    model: nn.Module,
-    x: Tensor,
-    act: Tensor | None,
-    cam: Tensor | None,
-    spec: TargetSpec,
-    wanted: tuple[str, ...],
-    opts: dict[str, dict[str, Any]],
-    output_transform: OutputTransform,
-) -> dict[str, Tensor]:
-    """The raw maps of the multi-pass methods: Score-CAM at the layer's resolution, the others per pixel.
-
-    ``cam`` is the raw Grad-CAM at the layer's resolution (for guided Grad-CAM).
-    """
-    raw: dict[str, Tensor] = {}
-    if "scorecam" in wanted:
-        assert act is not None
-        raw["scorecam"] = score_cam_map(
-            model, x, act, spec, output_transform=output_transform, **opts.get("scorecam", {})
-        )
-    if "smoothgrad" in wanted:
-        sg_opts = dict(opts.get("smoothgrad", {}))
-        generator = torch.Generator().manual_seed(int(sg_opts.pop("seed", 0)))
-        attr = smooth_grad_attr(model, x, spec, generator=generator, output_transform=output_transform, **sg_opts)
-        raw["smoothgrad"] = attr.amax(dim=1)
-    if "integrated_gradients" in wanted:
-        attr, _ = integrated_gradients_attr(
-            model, x, spec, output_transform=output_transform, with_delta=False, **opts.get("integrated_gradients", {})
-        )
-        raw["integrated_gradients"] = attr.sum(dim=1).abs()
-    if "occlusion" in wanted:
-        occ_opts = dict(opts.get("occlusion", {}))
-        for key in ("window", "stride"):
-            if key in occ_opts:
-                value = occ_opts[key]
-                occ_opts[key] = (int(value), int(value)) if isinstance(value, int) else tuple(int(v) for v in value)
-        raw["occlusion"] = torch.relu(occlusion_map(model, x, spec, output_transform=output_transform, **occ_opts))
-    if "lime" in wanted:
-        raw["lime"] = torch.relu(lime_map(model, x, spec, output_transform=output_transform, **opts.get("lime", {})))
-    if GUIDED_METHODS.intersection(wanted):
-        raw.update(rule_maps(model, x, spec, wanted, cam, output_transform=output_transform))
-    return raw
 
 
 def layer_layout_of(

@@ -14,8 +14,9 @@ from torch import Tensor, nn
 from lightning_explain.capture import record_layer, resolve_layer
 from lightning_explain.functional.context import grad_context, model_dtype
 from lightning_explain.functional.maps import normalize_maps
+from lightning_explain.functional.spec import MethodContext, MethodSpec
 
-__all__ = ["feature_maps"]
+__all__ = ["SPECS", "feature_maps"]
 
 
 def feature_maps(model: nn.Module, inputs: Tensor, layers: Sequence[str], max_channels: int = 16) -> dict[str, Tensor]:
@@ -39,3 +40,26 @@ def feature_maps(model: nn.Module, inputs: Tensor, layers: Sequence[str], max_ch
     return {
         name: normalize_maps(rec.feature_map()[:, :max_channels].detach().float()) for name, rec in recordings.items()
     }
+
+
+def _top_channels(ctx: MethodContext) -> Tensor:
+    """The ``top_k`` channels of the layer with the highest mean activation, ``[B, k, h, w]``; their indices go to
+    ``extras["activation_channels"]`` (``ExplainResult.activation_channels``)."""
+    act = ctx.activation
+    k = min(ctx.top_k, act.shape[1])
+    channels = act.mean(dim=(2, 3)).topk(k, dim=1).indices
+    ctx.extras["activation_channels"] = channels
+    return act.gather(1, channels[:, :, None, None].expand(-1, -1, *act.shape[2:]))
+
+
+#: ``activations`` in :func:`~lightning_explain.functional.explain`: the shared pass's layer output, top-k channels.
+SPECS: tuple[MethodSpec, ...] = (
+    MethodSpec(
+        "activations",
+        _top_channels,
+        reads=frozenset({"layer"}),
+        at_layer=True,
+        default=True,
+        function="channel_activations",
+    ),
+)

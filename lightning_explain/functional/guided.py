@@ -26,14 +26,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from lightning_explain.functional.cams import cam_from_gradients
 from lightning_explain.functional.context import check_inputs
 from lightning_explain.functional.hooked_pass import hooked_pass
 from lightning_explain.functional.maps import upsample_maps
+from lightning_explain.functional.spec import MethodContext, MethodSpec
 from lightning_explain.functional.targets import OutputTransform, Targets, TargetSpec
 
 __all__ = [
     "GUIDED_METHODS",
     "RULES",
+    "SPECS",
     "Rule",
     "deconvnet",
     "guided_backprop",
@@ -46,8 +49,6 @@ __all__ = [
 Rule = Literal["guided", "deconvnet"]
 #: The modified ReLU backward rules.
 RULES: tuple[str, ...] = ("guided", "deconvnet")
-#: The methods of :func:`~lightning_explain.functional.explain` computed here.
-GUIDED_METHODS = frozenset({"guided_backprop", "deconvnet", "guided_gradcam"})
 
 
 class _RuleReLU(torch.autograd.Function):
@@ -192,29 +193,53 @@ def guided_cam_product(guided: Tensor, cam: Tensor) -> Tensor:
     return guided * upsample_maps(cam.float(), (int(guided.shape[-2]), int(guided.shape[-1])))[:, None]
 
 
-def rule_maps(
-    model: nn.Module,
-    inputs: Tensor,
-    spec: TargetSpec,
-    wanted: tuple[str, ...],
-    cam: Tensor | None,
-    *,
-    output_transform: OutputTransform = None,
-) -> dict[str, Tensor]:
-    """``explain``'s raw maps ``[B, H, W]`` of the :data:`GUIDED_METHODS` in ``wanted``: ``|attribution|``, max over
-    colour channels (as saliency). ``cam`` is the raw Grad-CAM at the layer's resolution (for guided Grad-CAM);
-    guided Grad-CAM reuses guided backpropagation's pass when both are asked for."""
-    raw: dict[str, Tensor] = {}
-    guided: Tensor | None = None
-    if "guided_backprop" in wanted or "guided_gradcam" in wanted:
-        guided = rule_gradients(model, inputs, spec, "guided", output_transform=output_transform)
-    if "guided_backprop" in wanted and guided is not None:
-        raw["guided_backprop"] = guided.abs().amax(dim=1)
-    if "deconvnet" in wanted:
-        raw["deconvnet"] = rule_gradients(model, inputs, spec, "deconvnet", output_transform=output_transform)
-        raw["deconvnet"] = raw["deconvnet"].abs().amax(dim=1)
-    if "guided_gradcam" in wanted and guided is not None:
-        if cam is None:
-            raise ValueError("guided_gradcam needs the target layer's Grad-CAM.")
-        raw["guided_gradcam"] = guided_cam_product(guided, cam).abs().amax(dim=1)
-    return raw
+def _guided(ctx: MethodContext) -> Tensor:
+    """The guided backpropagation gradient, one pass shared by ``guided_backprop`` and ``guided_gradcam``."""
+
+    def make() -> Tensor:
+        return rule_gradients(ctx.model, ctx.inputs, ctx.target, "guided", output_transform=ctx.output_transform)
+
+    guided: Tensor = ctx.shared("guided", make)
+    return guided
+
+
+def _deconvnet(ctx: MethodContext) -> Tensor:
+    return rule_gradients(ctx.model, ctx.inputs, ctx.target, "deconvnet", output_transform=ctx.output_transform)
+
+
+def _guided_gradcam(ctx: MethodContext) -> Tensor:
+    return guided_cam_product(_guided(ctx), cam_from_gradients("gradcam", ctx.activation, ctx.layer_grad))
+
+
+def _colour_max(attributions: Tensor) -> Tensor:
+    """``|attribution|``, max over colour channels (as saliency)."""
+    return attributions.abs().amax(dim=1)
+
+
+#: Guided backpropagation, deconvnet (one modified backward pass each) and guided Grad-CAM (guided backpropagation's
+#: pass, shared, times the raw Grad-CAM of the shared pass's layer): ``|.|``, max over colour channels.
+SPECS: tuple[MethodSpec, ...] = (
+    MethodSpec(
+        "guided_backprop",
+        _guided,
+        own_passes=True,
+        post=_colour_max,
+        aliases=("guided_backpropagation",),
+        function="guided_backprop",
+    ),
+    MethodSpec(
+        "deconvnet", _deconvnet, own_passes=True, post=_colour_max, aliases=("deconvolution",), function="deconvnet"
+    ),
+    MethodSpec(
+        "guided_gradcam",
+        _guided_gradcam,
+        reads=frozenset({"layer", "layer_grad"}),
+        own_passes=True,
+        post=_colour_max,
+        aliases=("guided_grad_cam",),
+        function="guided_grad_cam",
+    ),
+)
+
+#: The methods of :func:`~lightning_explain.functional.explain` computed here.
+GUIDED_METHODS = frozenset(spec.name for spec in SPECS)

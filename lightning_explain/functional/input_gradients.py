@@ -14,6 +14,7 @@ touched), so memory stays bounded whatever the number of samples or steps.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,9 +23,10 @@ from torch import Tensor, nn
 from lightning_explain.functional.context import model_dtype
 from lightning_explain.functional.hooked_pass import hooked_pass
 from lightning_explain.functional.progress import task
+from lightning_explain.functional.spec import MethodContext, MethodSpec
 from lightning_explain.functional.targets import OutputTransform, TargetSpec, logits_from_output
 
-__all__ = ["IG_METHODS", "integrated_gradients_attr", "quadrature", "smooth_grad_attr"]
+__all__ = ["IG_METHODS", "SPECS", "integrated_gradients_attr", "quadrature", "smooth_grad_attr"]
 
 #: Quadrature rules for Integrated Gradients.
 IG_METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
@@ -64,20 +66,23 @@ def smooth_grad_attr(
     samples: int = 16,
     noise_level: float = 0.15,
     noise: Tensor | None = None,
+    seed: int = 0,
     generator: torch.Generator | None = None,
     internal_batch_size: int = 32,
     output_transform: OutputTransform = None,
 ) -> Tensor:
     """Mean ``|dS/dx|`` over noisy copies, ``[B, C, H, W]``; ``noise`` (``[samples, B, C, H, W]``) overrides.
 
-    Must run with gradients enabled (see :func:`lightning_explain.functional.context.grad_context`).
+    The noise is drawn on the CPU from ``generator``, or from a new one seeded with ``seed`` (never from the
+    global RNG). Must run with gradients enabled (see :func:`lightning_explain.functional.context.grad_context`).
     """
     batch = inputs.shape[0]
     if noise is None:
         if samples < 1 or noise_level < 0:
             raise ValueError(f"samples must be >= 1 and noise_level >= 0; got {samples}, {noise_level}.")
         span = (inputs.flatten(1).amax(1) - inputs.flatten(1).amin(1)).view(1, batch, 1, 1, 1)
-        draw = torch.randn((samples, *inputs.shape), generator=generator, device="cpu").to(inputs.device)
+        gen = generator if generator is not None else torch.Generator().manual_seed(int(seed))
+        draw = torch.randn((samples, *inputs.shape), generator=gen, device="cpu").to(inputs.device)
         noise = draw * noise_level * span
     elif noise.shape[1:] != inputs.shape:
         raise ValueError(f"noise must be [samples, *inputs.shape]; got {list(noise.shape)}.")
@@ -143,3 +148,55 @@ def integrated_gradients_attr(
         scores = spec.scores(logits_from_output(model(ends), output_transform).float(), rows)
     delta = attributions.flatten(1).sum(1) - (scores[:batch] - scores[batch:])
     return attributions, delta
+
+
+def _saliency(ctx: MethodContext) -> Tensor:
+    return ctx.input_grad.abs().amax(dim=1)
+
+
+def _gradient_x_input(ctx: MethodContext) -> Tensor:
+    return (ctx.input_grad * ctx.inputs.float()).sum(dim=1).abs()
+
+
+def _smooth_grad(ctx: MethodContext, **options: Any) -> Tensor:
+    return smooth_grad_attr(ctx.model, ctx.inputs, ctx.target, output_transform=ctx.output_transform, **options)
+
+
+def _integrated_gradients(ctx: MethodContext, **options: Any) -> Tensor:
+    attributions, _ = integrated_gradients_attr(
+        ctx.model, ctx.inputs, ctx.target, output_transform=ctx.output_transform, with_delta=False, **options
+    )
+    return attributions
+
+
+#: Saliency and gradient x input (from the shared pass's input gradient); SmoothGrad (``|.|`` averaged, max over
+#: colour channels) and Integrated Gradients (``|sum over colour channels|``), with passes of their own.
+SPECS: tuple[MethodSpec, ...] = (
+    MethodSpec("saliency", _saliency, reads=frozenset({"input_grad"}), default=True, function="saliency"),
+    MethodSpec(
+        "gradxinput",
+        _gradient_x_input,
+        reads=frozenset({"input_grad"}),
+        aliases=("gradient_x_input",),
+        function="gradient_x_input",
+    ),
+    MethodSpec(
+        "smoothgrad",
+        _smooth_grad,
+        own_passes=True,
+        post=lambda attr: attr.amax(dim=1),
+        options_from=smooth_grad_attr,
+        engine_args=frozenset({"noise", "generator", "output_transform"}),
+        function="smooth_grad",
+    ),
+    MethodSpec(
+        "integrated_gradients",
+        _integrated_gradients,
+        own_passes=True,
+        post=lambda attr: attr.sum(dim=1).abs(),
+        aliases=("ig",),
+        options_from=integrated_gradients_attr,
+        engine_args=frozenset({"output_transform", "with_delta"}),
+        function="integrated_gradients",
+    ),
+)

@@ -14,7 +14,7 @@ its superpixel's weight. No Lightning import.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -22,9 +22,19 @@ from torch import Tensor, nn
 from lightning_explain.functional.context import check_inputs, model_dtype
 from lightning_explain.functional.perturbation import Precision, _PerturbedForward
 from lightning_explain.functional.progress import task
+from lightning_explain.functional.spec import MethodContext, MethodSpec
 from lightning_explain.functional.targets import OutputTransform, Targets, TargetSpec, resolve_targets
 
-__all__ = ["SEGMENTATIONS", "Segmentation", "grid_segments", "lime", "lime_map", "slic_segments", "superpixels"]
+__all__ = [
+    "SEGMENTATIONS",
+    "SPECS",
+    "Segmentation",
+    "grid_segments",
+    "lime",
+    "lime_map",
+    "slic_segments",
+    "superpixels",
+]
 
 Segmentation = Literal["grid", "slic"]
 #: How LIME groups pixels into superpixels.
@@ -237,3 +247,21 @@ def lime(
         output_transform=output_transform,
         precision=precision,
     )
+
+
+def _lime(ctx: MethodContext, **options: Any) -> Tensor:
+    return lime_map(ctx.model, ctx.inputs, ctx.target, output_transform=ctx.output_transform, **options)
+
+
+#: LIME in :func:`~lightning_explain.functional.explain`: the positive part (the superpixels that raise the score).
+SPECS: tuple[MethodSpec, ...] = (
+    MethodSpec(
+        "lime",
+        _lime,
+        own_passes=True,
+        post=torch.relu,
+        options_from=lime_map,
+        engine_args=frozenset({"feature_mask", "generator", "output_transform"}),
+        function="lime",
+    ),
+)

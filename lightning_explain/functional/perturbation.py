@@ -19,7 +19,7 @@ under bfloat16 autocast: about twice as fast again on CPUs with bf16 support, wi
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,9 +27,10 @@ from torch import Tensor, nn
 
 from lightning_explain.functional.context import model_dtype
 from lightning_explain.functional.progress import task
+from lightning_explain.functional.spec import MethodContext, MethodSpec
 from lightning_explain.functional.targets import OutputTransform, TargetSpec, logits_from_output
 
-__all__ = ["PRECISIONS", "Precision", "occlusion_map", "score_cam_map"]
+__all__ = ["PRECISIONS", "SPECS", "Precision", "occlusion_map", "score_cam_map"]
 
 Precision = Literal["fp32", "bf16"]
 #: The precisions the perturbed forward passes can run in.
@@ -157,3 +158,37 @@ def occlusion_map(
             out[b] = torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
             bar.update()
     return out
+
+
+def _score_cam(ctx: MethodContext, **options: Any) -> Tensor:
+    return score_cam_map(
+        ctx.model, ctx.inputs, ctx.activation, ctx.target, output_transform=ctx.output_transform, **options
+    )
+
+
+def _pair(value: int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    return (int(value), int(value)) if isinstance(value, int) else tuple(int(v) for v in value)
+
+
+def _occlusion(ctx: MethodContext, **options: Any) -> Tensor:
+    for key in ("window", "stride"):  # an int (from a YAML config, say) is a square
+        if key in options:
+            options[key] = _pair(options[key])
+    return occlusion_map(ctx.model, ctx.inputs, ctx.target, output_transform=ctx.output_transform, **options)
+
+
+#: Score-CAM (at the layer's resolution, from the shared pass's layer output) and Occlusion (the positive part).
+SPECS: tuple[MethodSpec, ...] = (
+    MethodSpec(
+        "scorecam",
+        _score_cam,
+        reads=frozenset({"layer"}),
+        own_passes=True,
+        at_layer=True,
+        options_from=score_cam_map,
+        function="score_cam",
+    ),
+    MethodSpec(
+        "occlusion", _occlusion, own_passes=True, post=torch.relu, options_from=occlusion_map, function="occlusion"
+    ),
+)

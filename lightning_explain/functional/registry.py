@@ -1,7 +1,10 @@
 """The method names :func:`~lightning_explain.functional.explain` accepts, how they group, and their options.
 
-No Lightning import, no tensors: the single place that says which methods exist, which share the one hooked
-pass, which need extra passes, and which options each takes.
+No Lightning import, no tensors. Each method is declared once, next to its math, as a
+:class:`~lightning_explain.functional.spec.MethodSpec` in its family's ``SPECS`` tuple (``cams``,
+``perturbation``, ``input_gradients``, ``lime``, ``guided``, ``feature_maps``, ``rollout``), and this module
+registers them (:func:`~lightning_explain.functional.spec.register_method`). Every table here is a view of the
+registered specs, so a method registered later (by a user, or a test) appears in all of them at once.
 """
 
 from __future__ import annotations
@@ -9,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lightning_explain.functional.cams import CAM_METHODS
+from lightning_explain.functional import cams, feature_maps, guided, input_gradients, lime, perturbation, rollout
+from lightning_explain.functional.spec import (
+    MethodNames,
+    MethodOptions,
+    method_spec,
+    register_method,
+    registered_methods,
+)
 
 __all__ = [
     "ATTENTION_METHODS",
@@ -19,68 +29,33 @@ __all__ = [
     "LAYER_METHODS",
     "METHODS",
     "METHOD_OPTIONS",
+    "PIXEL_METHODS",
     "canonical_methods",
     "check_options",
 ]
 
+#: The families, in the order their methods are listed; each declares its methods in a ``SPECS`` tuple.
+FAMILIES = (cams, perturbation, input_gradients, lime, guided, feature_maps, rollout)
+for _family in FAMILIES:
+    for _spec in _family.SPECS:
+        register_method(_spec)
+
 #: Method names accepted by :func:`explain` (and ``ExplainCallback(methods=...)``).
-METHODS: tuple[str, ...] = (
-    *CAM_METHODS,
-    "scorecam",
-    "saliency",
-    "gradxinput",
-    "smoothgrad",
-    "integrated_gradients",
-    "occlusion",
-    "lime",
-    "guided_backprop",
-    "deconvnet",
-    "guided_gradcam",
-    "activations",
-    "attention",
-    "rollout",
-    "grad_rollout",
-)
+METHODS = MethodNames(lambda spec: True)
 #: What :func:`explain` and the callback compute when not told otherwise: cheap, one pass.
-DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "saliency", "activations")
+DEFAULT_METHODS: tuple[str, ...] = tuple(spec.name for spec in registered_methods() if spec.default)
 #: Methods that need extra passes (their cost grows with channels, samples, steps or windows).
-EXPENSIVE_METHODS: tuple[str, ...] = (
-    "scorecam",
-    "smoothgrad",
-    "integrated_gradients",
-    "occlusion",
-    "lime",
-    "guided_backprop",
-    "deconvnet",
-    "guided_gradcam",
-)
-#: Options each expensive method takes in ``explain(options={method: {...}})``.
-METHOD_OPTIONS: dict[str, frozenset[str]] = {
-    "scorecam": frozenset({"batch_size", "precision"}),
-    "smoothgrad": frozenset({"samples", "noise_level", "seed", "internal_batch_size"}),
-    "integrated_gradients": frozenset({"steps", "method", "baseline", "internal_batch_size"}),
-    "occlusion": frozenset({"window", "stride", "baseline", "batch_size", "precision"}),
-    "lime": frozenset(
-        {"segments", "segmentation", "compactness", "samples", "kernel_width", "ridge", "baseline", "seed"}
-        | {"batch_size", "precision"}
-    ),
-    "attention": frozenset({"layer"}),
-    "rollout": frozenset({"head_fusion", "discard_ratio"}),
-}
+EXPENSIVE_METHODS = MethodNames(lambda spec: spec.own_passes)
+#: Options each method takes in ``explain(options={method: {...}})``, read from its spec's signature.
+METHOD_OPTIONS = MethodOptions()
 #: Methods that read a vision transformer's attention weights.
-ATTENTION_METHODS: tuple[str, ...] = ("attention", "rollout", "grad_rollout")
+ATTENTION_METHODS = MethodNames(lambda spec: spec.attention)
 #: Methods that read the target layer.
-LAYER_METHODS = frozenset({*CAM_METHODS, "scorecam", "guided_gradcam", "activations"})
+LAYER_METHODS = MethodNames(lambda spec: spec.needs_layer)
 #: Methods from the one pass's input gradient.
-INPUT_GRAD_METHODS = frozenset({"saliency", "gradxinput"})
-_ALIASES = {
-    "gradcam++": "gradcampp",
-    "ig": "integrated_gradients",
-    "gradient_x_input": "gradxinput",
-    "guided_backpropagation": "guided_backprop",
-    "deconvolution": "deconvnet",
-    "guided_grad_cam": "guided_gradcam",
-}
+INPUT_GRAD_METHODS = MethodNames(lambda spec: "input_grad" in spec.reads and not spec.own_passes)
+#: Methods that differentiate or perturb the image itself: they need floating-point images.
+PIXEL_METHODS = MethodNames(lambda spec: spec.pixels)
 
 
 def canonical_methods(methods: Sequence[str] | str) -> tuple[str, ...]:
@@ -92,23 +67,26 @@ def canonical_methods(methods: Sequence[str] | str) -> tuple[str, ...]:
     """
     if isinstance(methods, str):
         methods = (methods,)
-    names = [_ALIASES.get(m, m) for m in methods]
-    unknown = [m for m in names if m not in METHODS]
-    if unknown or not names:
+    specs = [method_spec(m) for m in methods]
+    if not specs or any(spec is None for spec in specs):
         raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}; got {list(methods)}.")
-    return tuple(dict.fromkeys(names))
+    return tuple(dict.fromkeys(spec.name for spec in specs if spec is not None))
 
 
 def check_options(options: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
-    """Validate per-method options against :data:`METHOD_OPTIONS`."""
+    """Validate per-method options against :data:`METHOD_OPTIONS` (each method's signature).
+
+    Example:
+        >>> check_options({"ig": {"steps": 8}})
+        {'integrated_gradients': {'steps': 8}}
+    """
     checked: dict[str, dict[str, Any]] = {}
     for method, opts in (options or {}).items():
-        name = _ALIASES.get(method, method)
-        allowed = METHOD_OPTIONS.get(name)
-        if allowed is None:
+        spec = method_spec(method)
+        if spec is None or not spec.options:
             raise ValueError(f"options are for {sorted(METHOD_OPTIONS)}; got options for {method!r}.")
-        unknown = set(opts) - allowed
+        unknown = set(opts) - spec.options
         if unknown:
-            raise ValueError(f"unknown options {sorted(unknown)} for {name!r}; allowed: {sorted(allowed)}.")
-        checked[name] = dict(opts)
+            raise ValueError(f"unknown options {sorted(unknown)} for {spec.name!r}; allowed: {sorted(spec.options)}.")
+        checked[spec.name] = dict(opts)
     return checked

@@ -8,14 +8,15 @@ fp32 on the patch grid.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
+from lightning_explain.functional.spec import MethodContext, MethodSpec
 from lightning_explain.functional.vit_layouts import ViTLayout
 
-__all__ = ["HEAD_FUSIONS", "attention_rollout", "check_attention", "cls_attention", "grad_rollout"]
+__all__ = ["HEAD_FUSIONS", "SPECS", "attention_rollout", "check_attention", "cls_attention", "grad_rollout"]
 
 HeadFusion = Literal["mean", "max", "min"]
 
@@ -181,3 +182,45 @@ def grad_rollout(attentions: Sequence[Tensor], grads: Sequence[Tensor], layout: 
         relevance = relevance + weighted @ relevance
     assert relevance is not None
     return _patch_row_to_grid(relevance[:, 0, :], layout)
+
+
+def _attention(ctx: MethodContext, *, layer: int = -1) -> Tensor:
+    """Head-averaged class-token attention of block ``layer``; per head and per layer go to ``ctx.views``."""
+    weights = ctx.attentions
+    index = int(layer)
+    if not -len(weights) <= index < len(weights):
+        raise ValueError(f"options['attention']['layer']={index} is out of range for {len(weights)} layers.")
+    heads = cls_attention(weights[index], ctx.layout)
+    ctx.views["attention_heads"] = heads
+    ctx.views["attention_layers"] = torch.stack([cls_attention(w, ctx.layout).mean(dim=1) for w in weights], dim=1)
+    return heads.mean(dim=1)
+
+
+def _rollout(ctx: MethodContext, **options: Any) -> Tensor:
+    return attention_rollout(ctx.attentions, ctx.layout, **options)
+
+
+def _grad_rollout(ctx: MethodContext) -> Tensor:
+    return grad_rollout(ctx.attentions, ctx.attention_grads, ctx.layout)
+
+
+#: The attention methods of :func:`~lightning_explain.functional.explain`, from the attention weights (and their
+#: gradients) of the shared pass, on the patch grid.
+SPECS: tuple[MethodSpec, ...] = (
+    MethodSpec("attention", _attention, reads=frozenset({"attention"}), at_layer=True, function="vit_attention"),
+    MethodSpec(
+        "rollout",
+        _rollout,
+        reads=frozenset({"attention"}),
+        at_layer=True,
+        options_from=attention_rollout,
+        function="vit_rollout",
+    ),
+    MethodSpec(
+        "grad_rollout",
+        _grad_rollout,
+        reads=frozenset({"attention", "attention_grad"}),
+        at_layer=True,
+        function="vit_grad_rollout",
+    ),
+)
