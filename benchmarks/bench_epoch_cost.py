@@ -19,6 +19,7 @@ Run::
 
     .venv/bin/python benchmarks/bench_epoch_cost.py                 # 3 pairs
     .venv/bin/python benchmarks/bench_epoch_cost.py --pairs 5 --markdown
+    .venv/bin/python benchmarks/bench_epoch_cost.py --fast-crc       # with LIGHTNING_EXPLAIN_FAST_CRC=1
 
 No timing is asserted anywhere; machines are noisy: read the pairs, not one number.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import tempfile
 import time
@@ -259,7 +261,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--only", choices=("fit", "large", "drift"), default=None)
+    parser.add_argument(
+        "--fast-crc", action="store_true", help="set LIGHTNING_EXPLAIN_FAST_CRC=1 (TensorBoard's checksum, vectorised)"
+    )
     args = parser.parse_args()
+    if args.fast_crc:
+        os.environ["LIGHTNING_EXPLAIN_FAST_CRC"] = "1"
+    print(f"TensorBoard checksum: {'vectorised (LIGHTNING_EXPLAIN_FAST_CRC=1)' if args.fast_crc else 'its own'}")
     torch.set_num_threads(args.threads)
     if args.only in (None, "drift"):
         drift_numbers(repeats=9)
