@@ -3,7 +3,7 @@ numbers against the previous implementation.
 
 1. **Whole fit** (the reference run): torchvision ``resnet18`` (random weights, 10 classes), 512 training and 128
    validation images of 64x64 px (seeded ``torch.rand``), batch 32, 3 epochs, CPU, ``--threads`` threads,
-   ``TensorBoardLogger``; plain fit vs the same fit with ``ExplainCallback(target_layer="net.layer3")`` at its
+   ``TensorBoardLogger``; plain fit vs the same fit with ``ExplainCallback(layer="net.layer3")`` at its
    defaults (16 probe images, Grad-CAM + saliency + activations, focus and drift numbers, three grids). The two
    fits alternate (the order flips every pair) and the script prints each pair's ratio and their median. Goal:
    at most 1.10x.
@@ -19,6 +19,7 @@ Run::
 
     .venv/bin/python benchmarks/bench_epoch_cost.py                 # 3 pairs
     .venv/bin/python benchmarks/bench_epoch_cost.py --pairs 5 --markdown
+    .venv/bin/python benchmarks/bench_epoch_cost.py --fast-crc       # with LIGHTNING_EXPLAIN_FAST_CRC=1
 
 No timing is asserted anywhere; machines are noisy: read the pairs, not one number.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import tempfile
 import time
@@ -45,7 +47,6 @@ from torch.utils.data import DataLoader, TensorDataset
 import lightning_explain.functional.metrics as metrics
 import lightning_explain.functional.transport as transport
 from lightning_explain import ExplainCallback
-from lightning_explain.output.sinks import WRITER
 
 GOAL = 1.10
 warnings.filterwarnings("ignore")
@@ -82,7 +83,7 @@ def data(n: int, size: int, seed: int) -> TensorDataset:
 def fit(explained: bool, *, size: int = 64, n_train: int = 512, n_val: int = 128, epochs: int = 3) -> dict[str, Any]:
     train = DataLoader(data(n_train, size, 1), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
     val = DataLoader(data(n_val, size, 2), batch_size=32)
-    callback = ExplainCallback(target_layer="net.layer3") if explained else None
+    callback = ExplainCallback(layer="net.layer3") if explained else None
     with tempfile.TemporaryDirectory() as root:
         trainer = pl.Trainer(
             max_epochs=epochs,
@@ -95,13 +96,14 @@ def fit(explained: bool, *, size: int = 64, n_train: int = 512, n_val: int = 128
             enable_checkpointing=False,
             num_sanity_val_steps=0,
         )
-        background = WRITER.seconds
         start = time.perf_counter()
         trainer.fit(Net(), train, val)
         seconds = time.perf_counter() - start
     stages = dict(callback.stage_seconds) if callback is not None else {}
     if callback is not None:
-        stages["PNG encoding + TensorBoard write (background thread)"] = (WRITER.seconds - background) / epochs
+        writer = callback._sink.writer  # the run's background writer (closed at teardown, kept for its seconds)
+        seconds_background = writer.seconds if writer is not None else 0.0
+        stages["PNG encoding + TensorBoard write (background thread)"] = seconds_background / epochs
     return {"seconds": seconds, "stages": stages}
 
 
@@ -259,7 +261,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--only", choices=("fit", "large", "drift"), default=None)
+    parser.add_argument(
+        "--fast-crc", action="store_true", help="set LIGHTNING_EXPLAIN_FAST_CRC=1 (TensorBoard's checksum, vectorised)"
+    )
     args = parser.parse_args()
+    if args.fast_crc:
+        os.environ["LIGHTNING_EXPLAIN_FAST_CRC"] = "1"
+    print(f"TensorBoard checksum: {'vectorised (LIGHTNING_EXPLAIN_FAST_CRC=1)' if args.fast_crc else 'its own'}")
     torch.set_num_threads(args.threads)
     if args.only in (None, "drift"):
         drift_numbers(repeats=9)

@@ -5,7 +5,7 @@ probe batch (Grad-CAM, saliency, channel activations) and logs image grids to Te
 
 Example:
     >>> from lightning_explain import ExplainCallback
-    >>> callback = ExplainCallback(target_layer="layer4")
+    >>> callback = ExplainCallback(layer="layer4")
 """
 
 from lightning_explain.callbacks.activation_max import ActivationMaximization

@@ -6,6 +6,9 @@
 rank made inside ExplainCallback's hooks (the probe passes, dry run included). ``strategy="ddp"`` re-launches this
 script for rank 1, which is why it is a script: under pytest it would re-run pytest.
 
+``ddp_monitor`` (3 epochs at most, ``min_epochs=2``) has ``EarlyStopping`` and ``ModelCheckpoint`` monitor a focus
+number of ``ExplainCallback`` on every rank, and writes what each rank saw to ``OUT/monitor<r>.json``.
+
 ``ddp`` adds ``ErrorAttribution`` and records each rank's own most-confused candidates next to rank zero's gathered
 ones. ``fsdp2`` (FSDP2 ``fully_shard`` through ``ModelParallelStrategy``) runs every view between two ``Guard``
 callbacks that check, on every rank, that each pass left parameter gradients, optimizer state, every module's hooks,
@@ -28,7 +31,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from conftest import TinyCNN, make_dataset
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.strategies import DDPStrategy, ModelParallelStrategy, Strategy
 from torch import Tensor
@@ -43,6 +46,9 @@ from lightning_explain import (
     FocusAlert,
     TCAVCallback,
 )
+
+#: The focus number EarlyStopping and ModelCheckpoint monitor in the ``ddp_monitor`` run.
+MONITORED = "explain/saliency/focus/border_energy"
 
 #: Hooks of ExplainCallback in which it may compute; forward calls made inside them are probe passes.
 EXPLAIN_HOOKS = ("on_train_start", "on_validation_epoch_end")
@@ -125,7 +131,7 @@ def SHARDED_VIEWS() -> list[Callback]:
     """The other views: under FSDP2 every rank joins their passes too."""
     concept = make_dataset(8, seed=3).tensors[0] * 0.5
     return [
-        ErrorAttribution(num_probe=4, max_batches=2, top_k=4),
+        ErrorAttribution(num_probe=4, max_batches=2, num_confused=4),
         FeatureMaps(num_probe=4),
         FilterGrid(),
         FeatureInversion("features.3", every_n_epochs=1, steps=2, num_probe=4, progress=False),
@@ -258,8 +264,14 @@ def build(out: Path, strategy: str, epochs: int = 2) -> tuple[pl.Trainer, pl.Lig
     elif strategy == "fsdp2_plain":
         callbacks = [Mark(counter, "end", out)]
     elif strategy == "ddp":
-        errors = ErrorAttribution(num_probe=4, top_k=4)
+        errors = ErrorAttribution(num_probe=4, num_confused=4)
         callbacks += [Spy(errors, "local", counter.extra), errors, Spy(errors, "gathered", counter.extra)]
+    elif strategy == "ddp_monitor":
+        # stopping_threshold: any value stops, so the run ends after min_epochs=2 of 3, on every rank alike
+        stop = EarlyStopping(MONITORED, mode="max", stopping_threshold=-1.0, check_finite=False)
+        best = ModelCheckpoint(out / "checkpoints", "best", monitor=MONITORED, mode="max", save_top_k=1)
+        callbacks = [ExplainCallback(num_probe=4, methods=("saliency",)), stop, best, Monitored(stop, best, out)]
+        epochs = 3
     timeout = timedelta(seconds=120)
     torch.manual_seed(0)
     model: pl.LightningModule = TinyCNN()
@@ -281,11 +293,31 @@ def build(out: Path, strategy: str, epochs: int = 2) -> tuple[pl.Trainer, pl.Lig
         callbacks=callbacks,
         enable_progress_bar=False,
         enable_model_summary=False,
-        enable_checkpointing=False,
+        enable_checkpointing=strategy == "ddp_monitor",
+        min_epochs=2 if strategy == "ddp_monitor" else None,
     )
     train = DataLoader(make_dataset(24, seed=1), batch_size=4)
     val = DataLoader(make_dataset(16, seed=2), batch_size=4)
     return trainer, model, train, val
+
+
+class Monitored(Callback):
+    """Writes ``OUT/monitor<rank>.json`` at teardown: what ``EarlyStopping`` and ``ModelCheckpoint`` saw here."""
+
+    def __init__(self, stop: EarlyStopping, best: ModelCheckpoint, out: Path) -> None:
+        self.stop, self.best, self.out = stop, best, out
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        value = trainer.callback_metrics.get(MONITORED)
+        score = self.best.best_model_score
+        record = {
+            "epochs": trainer.current_epoch,
+            "last_value": None if value is None else float(value),
+            "early_stopping_best": float(self.stop.best_score),
+            "checkpoint_best": None if score is None else float(score),
+            "checkpoint_path": self.best.best_model_path,
+        }
+        (self.out / f"monitor{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
 class Spy(Callback):

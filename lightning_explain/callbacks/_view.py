@@ -3,20 +3,21 @@
 Each view is a thin callback: this base decides *when* (validation epoch end, not the sanity check, every n epochs,
 global rank zero only, or every rank under FSDP2, where a forward needs every rank), reads and keeps the probe
 (the first validation samples, chosen dataset indices, or an explicit tensor, with optional masks), sends images to
-the sinks and scalars to ``pl_module.log``, and turns a failure in a later epoch into one warning (``strict=True``
+the sinks and scalars to ``pl_module.log`` on every rank (rank zero's values, broadcast: ``EarlyStopping`` and
+``ModelCheckpoint`` can monitor them under DDP), and turns a failure in a later epoch into one warning (``strict=True``
 re-raises). Images are encoded and written in the background
 (:class:`~lightning_explain.output.sinks.BackgroundWriter`);
 ``teardown`` and ``on_exception`` wait for them, so every image is on disk when ``fit``/``validate``/``test`` returns
 or raises. Subclasses implement ``_run``, and may add ``_setup`` (checks that need the model), ``_start`` (at train
 start) and ``_prepare`` (before each run, outside the failure guard). The shared defaults are in
-:mod:`lightning_explain.callbacks._defaults`.
+:mod:`lightning_explain.callbacks._defaults`. Each view spells its whole signature (LightningCLI reads it)
+and passes the base's arguments on by keyword, so the type checker sees every one.
 """
 
 from __future__ import annotations
 
-import inspect
 import warnings
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
@@ -32,6 +33,7 @@ from lightning_explain.epoch.distributed import (
     joins_every_rank,
     start_together,
     together,
+    world_size,
 )
 from lightning_explain.epoch.probe import (
     BatchUnpacker,
@@ -49,16 +51,13 @@ from lightning_explain.output.sinks import ImageSink
 if TYPE_CHECKING:
     import pytorch_lightning as pl
 
-__all__ = ["ViewCallback", "layer_name", "view_arguments"]
+__all__ = ["ViewCallback", "layer_name"]
 
 
-def layer_name(pl_module: pl.LightningModule, target_layer: str | nn.Module) -> str:
-    """The dotted name of ``target_layer`` in ``pl_module``; an unknown name raises with the closest names.
-
-    (The default layer, for ``target_layer=None``, is found on the probe:
-    :func:`~lightning_explain.epoch.maps.find_layer`.)
-    """
-    return resolve_layer(pl_module, target_layer)[0]
+def layer_name(pl_module: pl.LightningModule, layer: str | nn.Module) -> str:
+    """The dotted name of ``layer`` in ``pl_module``; an unknown name raises with the closest names. (The
+    default layer, for ``layer=None``, is found on the probe: :func:`~lightning_explain.epoch.maps.find_layer`.)"""
+    return resolve_layer(pl_module, layer)[0]
 
 
 class ViewCallback(Callback):
@@ -139,6 +138,8 @@ class ViewCallback(Callback):
         self.tag_prefix = tag_prefix
         self.strict = strict
         self._warned: set[str] = set()
+        #: The scalars of the current validation epoch end, logged on every rank by ``_publish``.
+        self._scalars: dict[str, float] = {}
         self._sink = ImageSink()
         #: Set in ``setup`` under a sharded strategy the views cannot run under (FSDP v1, DeepSpeed-3): nothing runs.
         self._sharded: str | None = None
@@ -154,6 +155,8 @@ class ViewCallback(Callback):
             self._sink = _SilentSink()  # every rank computes; rank zero alone logs
         if self._sharded is None:
             self._setup(trainer, pl_module)
+            if trainer.is_global_zero:
+                self._sink.open()  # this run's image writer thread; closed at teardown
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._joined:
@@ -162,8 +165,15 @@ class ViewCallback(Callback):
             start_together(trainer, lambda: self._start(trainer, pl_module), type(self).__name__)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or self._sharded is not None or not self._is_due(trainer):
+        if trainer.sanity_checking or self._sharded is not None:
             return
+        self._scalars = {}
+        if self._is_due(trainer):
+            self._run_view(trainer, pl_module)
+        self._publish(trainer, pl_module)
+
+    def _run_view(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Run the view where it runs (rank zero; every rank under FSDP2); a failure warns once (or re-raises)."""
         if self._joined:
             together(trainer.strategy, lambda: self._prepare(trainer, pl_module), type(self).__name__)
         elif not trainer.is_global_zero:
@@ -178,17 +188,33 @@ class ViewCallback(Callback):
         except Exception as err:
             self._fail("the view", err, trainer.current_epoch)
 
+    def _publish(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Log the scalars of this epoch on every rank: rank zero's, broadcast to the others (a few floats).
+
+        ``EarlyStopping``, ``ModelCheckpoint`` and :class:`~lightning_explain.FocusAlert` read
+        ``trainer.callback_metrics`` on every rank, so a number logged on rank zero alone (``rank_zero_only=True``)
+        would be missing on the others (Lightning's callbacks share rank zero's value the same way). Called on every
+        rank at every validation epoch end (the ranks need not agree on whether the view was due).
+        """
+        values, self._scalars = self._scalars, {}
+        if world_size(trainer.strategy) > 1:
+            values = trainer.strategy.broadcast(values, src=0)
+        for key, value in values.items():
+            pl_module.log(key, value)
+
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """At the end of ``fit``/``validate``/``test`` (before Lightning closes the loggers): every image is written."""
+        """At the end of ``fit``/``validate``/``test`` (before Lightning closes the loggers): every image is written and
+        the writer's thread has stopped."""
         try:
-            self._sink.flush()
+            self._sink.close()
         except Exception as err:
             self._fail("writing the images", err, trainer.current_epoch)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        """Training stops on an error or Ctrl+C: write the images already logged before the loggers close."""
+        """Training stops on an error or Ctrl+C (Lightning calls no ``teardown`` then): write the images already logged
+        before the loggers close, and stop the writer's thread."""
         try:
-            self._sink.flush()
+            self._sink.close()
         except Exception as err:  # the run's own exception is what the user must see: only warn
             warnings.warn(f"{type(self).__name__}: {err}", UserWarning, stacklevel=2)
 
@@ -288,10 +314,9 @@ class ViewCallback(Callback):
             self._warned.add(key)
             warnings.warn(message, UserWarning, stacklevel=3)
 
-    @staticmethod
-    def _log(pl_module: pl.LightningModule, values: dict[str, float]) -> None:
-        for key, value in values.items():
-            pl_module.log(key, value, rank_zero_only=True)
+    def _log(self, pl_module: pl.LightningModule, values: Mapping[str, float]) -> None:
+        """Keep ``values`` (tag -> number) for :meth:`_publish`, which logs them on every rank at the epoch end."""
+        self._scalars.update({key: float(value) for key, value in values.items()})
 
     def _fail(self, view: str, err: Exception, epoch: int) -> None:
         fail_softly(type(self).__name__, view, err, epoch, strict=self.strict, warned=self._warned)
@@ -299,6 +324,9 @@ class ViewCallback(Callback):
 
 class _SilentSink(ImageSink):
     """The sink of ranks other than zero when every rank computes the views: writes nothing."""
+
+    def open(self) -> None:
+        pass
 
     def write_layout(self, loggers: Any, layout: Any) -> None:
         pass
@@ -308,16 +336,3 @@ class _SilentSink(ImageSink):
 
     def write(self, loggers: Any, images: Any, *, step: int, epoch: int, default_root_dir: str) -> list[Any]:
         return []
-
-
-_VIEW_PARAMETERS = tuple(inspect.signature(ViewCallback.__init__).parameters)[1:]
-
-
-def view_arguments(values: Mapping[str, Any], *, skip: Collection[str] = ()) -> dict[str, Any]:
-    """The :class:`ViewCallback` arguments among a view constructor's ``locals()``, for ``super().__init__``.
-
-    A view's explicit signature uses the base's names for the base's arguments, so they are passed on by name; a
-    local variable of such a name set before the call passes a derived value, ``skip`` keeps a same-named argument of
-    the view's own (e.g. TCAV's ``alpha``, a significance level) away from the base.
-    """
-    return {k: values[k] for k in _VIEW_PARAMETERS if k in values and k not in skip}

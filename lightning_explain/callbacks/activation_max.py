@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from lightning_explain.callbacks import _defaults as D
-from lightning_explain.callbacks._view import ViewCallback, view_arguments
+from lightning_explain.callbacks._view import ViewCallback
 from lightning_explain.capture import resolve_layer
 from lightning_explain.epoch.checks import check_positive_int, is_int
 from lightning_explain.epoch.probe import BatchUnpacker
@@ -98,8 +98,20 @@ class ActivationMaximization(ViewCallback):
         tag_prefix: str = D.TAG_PREFIX,
         strict: bool = D.STRICT,
     ) -> None:
-        num_probe = 1  # the first validation sample gives the input shape
-        super().__init__(**view_arguments(locals()))
+        super().__init__(
+            every_n_epochs=every_n_epochs,
+            num_probe=1,  # the first validation sample gives the input shape
+            mean=mean,
+            std=std,
+            cell_size=cell_size,
+            class_names=class_names,
+            input_key=input_key,
+            label_key=label_key,
+            unpack_batch=unpack_batch,
+            output_transform=output_transform,
+            tag_prefix=tag_prefix,
+            strict=strict,
+        )
         if not channels and not classes:
             raise ValueError(
                 "ActivationMaximization needs channels={'<layer>': [indices]} and/or classes=[indices]; got neither."

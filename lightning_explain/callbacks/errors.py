@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lightning_explain.callbacks import _defaults as D
-from lightning_explain.callbacks._view import ViewCallback, layer_name, view_arguments
+from lightning_explain.callbacks._renamed import renamed
+from lightning_explain.callbacks._view import ViewCallback, layer_name
 from lightning_explain.capture import preserve_model_state
 from lightning_explain.epoch.checks import check_int, check_positive_int
 from lightning_explain.epoch.distributed import all_gather_objects, world_size
@@ -34,13 +35,13 @@ class ErrorAttribution(ViewCallback):
 
     1. The probe images the model gets wrong (at most ``max_rows``): input | map for the predicted class | map for
        the true class. Both maps come from one pass over the wrong images stacked twice.
-    2. The ``top_k`` most confidently wrong validation examples of the epoch, explained the same way. They are
+    2. The ``num_confused`` most confidently wrong validation examples of the epoch, explained the same way. They are
        collected while validation runs, from the logits validation already computes: ``validation_step``'s return
        value when it is ``[B, C]`` logits (or a dict with ``"logits"``), else the output of the LightningModule's
        own ``forward`` during the step (a forward hook, registered for the validation epoch only). Where neither
        is available (e.g. ``validation_step`` calls ``self.model(x)``), one extra no-grad forward per batch on the
-       first ``max_batches`` batches. Only the ``top_k`` candidates are kept, on the CPU. With several processes
-       (DDP, FSDP2) every rank searches its shard of the validation data and the ranks' ``top_k`` candidates (not
+       first ``max_batches`` batches. Only the ``num_confused`` candidates are kept, on the CPU. With several processes
+       (DDP, FSDP2) every rank searches its shard of the validation data and the ranks' ``num_confused`` candidates (not
        the data) are gathered, so the view shows the most confident mistakes over all ranks, captioned with their
        indices in the validation dataset.
 
@@ -49,34 +50,38 @@ class ErrorAttribution(ViewCallback):
     most-confused bookkeeping adds under 1 % of each validation batch's own forward (see the README's cost table).
 
     Args:
-        target_layer: layer for the CAM methods; None = ExplainCallback's default, found on the probe.
+        layer: layer for the CAM methods, a dotted name (or module); None = ExplainCallback's default, found on the
+            probe.
         method: a single-map method of :data:`lightning_explain.functional.METHODS` (default ``"gradcam"``).
         max_rows: wrong probe images shown at most.
-        top_k: most confident wrong validation examples to explain; 0 switches the view off.
+        num_confused: most confident wrong validation examples to explain; 0 switches the view off.
         max_batches: validation batches given an extra forward when the logits cannot be read (None = all).
         num_probe, probe, probe_labels, every_n_epochs, mean, std, colormap, cell_size, class_names, input_key,
             label_key, unpack_batch, output_transform, tag_prefix, strict: as in
             :class:`~lightning_explain.ExplainCallback`.
+        target_layer: deprecated name of ``layer`` (a deprecation warning; removed in the next release).
+        top_k: deprecated name of ``num_confused`` (a deprecation warning; removed in the next release).
 
     Logged images:
         - ``{tag_prefix}/errors/probe``: wrong probe images: input | predicted-class map | true-class map.
-        - ``{tag_prefix}/errors/most_confused``: the ``top_k`` most confident wrong validation examples, the same.
+        - ``{tag_prefix}/errors/most_confused``: the ``num_confused`` most confident wrong validation examples,
+          the same.
 
     Logged metrics:
         - ``{tag_prefix}/errors/probe_error_rate``: share of probe images predicted wrong.
         - ``{tag_prefix}/errors/max_wrong_confidence``: the highest confidence of a wrong validation prediction.
 
     Example:
-        >>> cb = ErrorAttribution("layer4", top_k=8, class_names=["cat", "dog"])
+        >>> cb = ErrorAttribution("layer4", num_confused=8, class_names=["cat", "dog"])
     """
 
     def __init__(
         self,
-        target_layer: str | None = None,
+        layer: str | nn.Module | None = None,
         method: str = "gradcam",
         *,
         max_rows: int = 8,
-        top_k: int = 8,
+        num_confused: int = 8,
         max_batches: int | None = 8,
         num_probe: int = D.NUM_PROBE,
         probe: Tensor | None = None,
@@ -94,8 +99,29 @@ class ErrorAttribution(ViewCallback):
         output_transform: OutputTransform = None,
         tag_prefix: str = D.TAG_PREFIX,
         strict: bool = D.STRICT,
+        target_layer: str | nn.Module | None = None,
+        top_k: int | None = None,
     ) -> None:
-        super().__init__(**view_arguments(locals()))
+        layer = renamed("ErrorAttribution", "target_layer", target_layer, "layer", layer, None)
+        num_confused = renamed("ErrorAttribution", "top_k", top_k, "num_confused", num_confused, 8)
+        super().__init__(
+            every_n_epochs=every_n_epochs,
+            num_probe=num_probe,
+            probe=probe,
+            probe_labels=probe_labels,
+            mean=mean,
+            std=std,
+            colormap=colormap,
+            alpha=alpha,
+            cell_size=cell_size,
+            class_names=class_names,
+            input_key=input_key,
+            label_key=label_key,
+            unpack_batch=unpack_batch,
+            output_transform=output_transform,
+            tag_prefix=tag_prefix,
+            strict=strict,
+        )
         (method,) = canonical_methods(method)
         if method not in METHODS or method == "activations" or method in ATTENTION_METHODS:
             raise ValueError(
@@ -103,13 +129,13 @@ class ErrorAttribution(ViewCallback):
                 f"attention view); got {method!r}."
             )
         check_positive_int(max_rows=max_rows)
-        check_int("top_k", top_k, minimum=0)
+        check_int("num_confused" if top_k is None else "top_k", num_confused, minimum=0)  # the name given
         if max_batches is not None:
             check_positive_int(max_batches=max_batches)
         if probe is not None and probe_labels is None:
             raise ValueError("ErrorAttribution needs the true classes: pass probe_labels with the probe.")
-        self.target_layer, self.method = target_layer, method
-        self.max_rows, self.top_k, self.max_batches = max_rows, top_k, max_batches
+        self.layer, self.method = layer, method
+        self.max_rows, self.num_confused, self.max_batches = max_rows, num_confused, max_batches
         #: The most confident wrong validation predictions of the last collected epoch.
         self.most_confused = ConfusedExamples.empty()
         self._candidates = ConfusedExamples.empty()
@@ -122,17 +148,19 @@ class ErrorAttribution(ViewCallback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(target_layer=self.target_layer, method=self.method, tag_prefix=self.tag_prefix)
+        layer = self.layer if isinstance(self.layer, str) or self.layer is None else "module"
+        # ``target_layer=`` (the argument's old name) keeps the keys of existing checkpoints
+        return self._generate_state_key(target_layer=layer, method=self.method, tag_prefix=self.tag_prefix)
 
     def _setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.method in LAYER_METHODS and self.target_layer is not None:
-            self._layer_name = layer_name(pl_module, self.target_layer)  # None: found on the probe by _run
+        if self.method in LAYER_METHODS and self.layer is not None:
+            self._layer_name = layer_name(pl_module, self.layer)  # None: found on the probe by _run
 
     # ----------------------------------------------------------------------------------------- collection
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._stop_collecting()
-        if self.top_k == 0 or trainer.sanity_checking or self._sharded is not None:
+        if self.num_confused == 0 or trainer.sanity_checking or self._sharded is not None:
             return  # every rank collects its shard's candidates: rank zero gathers them at the epoch end
         if not self._is_due(trainer):
             return
@@ -194,11 +222,11 @@ class ErrorAttribution(ViewCallback):
             self._extra_forwards += 1
             logits = no_grad_logits(pl_module, images, self.output_transform)
             self._captured = None
-        new = ConfusedExamples.from_batch(logits, labels, images, start, self.top_k)
-        self._candidates = self._candidates.merge(new, self.top_k)
+        new = ConfusedExamples.from_batch(logits, labels, images, start, self.num_confused)
+        self._candidates = self._candidates.merge(new, self.num_confused)
 
     def _gather(self, trainer: pl.Trainer, local: ConfusedExamples) -> ConfusedExamples:
-        """The ``top_k`` of every rank's candidates (each rank sends its ``top_k`` only), on every rank.
+        """The ``num_confused`` best of every rank's candidates (each rank sends its own best only), on every rank.
 
         Positions in a rank's shard become dataset indices through the rank's sampler (Lightning's
         ``DistributedSampler``); a copy of a sample that the sampler repeats to even out the shards counts once.
@@ -216,7 +244,7 @@ class ErrorAttribution(ViewCallback):
         first: dict[int, int] = {}  # dataset index -> its first (most confident) row
         for row, index in enumerate(merged.indices.tolist()):
             first.setdefault(index, row)
-        keep = torch.tensor(list(first.values())[: self.top_k], dtype=torch.long)
+        keep = torch.tensor(list(first.values())[: self.num_confused], dtype=torch.long)
         return ConfusedExamples(*(t[keep] for t in merged.as_tuple()))
 
     # ----------------------------------------------------------------------------------------- explanation
@@ -248,7 +276,7 @@ class ErrorAttribution(ViewCallback):
                 [f"#{i}" for i in wrong.tolist()],
             )
         confused = self.most_confused
-        if self.top_k and confused.indices.numel() and trainer.state.fn in ("fit", "validate"):
+        if self.num_confused and confused.indices.numel() and trainer.state.fn in ("fit", "validate"):
             self._log(pl_module, {f"{self.tag_prefix}/errors/max_wrong_confidence": float(confused.confidence[0])})
             rows = [
                 f"val #{i} {c:.2f}"

@@ -3,7 +3,7 @@
 The callback is thin: :class:`~lightning_explain.callbacks._view.ViewCallback` decides *when* (validation epoch end,
 not the sanity check, every n epochs, global rank zero only) and keeps the probe; this class decides which methods
 are due and where their results go, and hands off to :mod:`lightning_explain.functional` (maps),
-:mod:`lightning_explain.epoch` (schedule, maps, grids, layout) and :mod:`lightning_explain.output.sinks`.
+:mod:`lightning_explain.epoch` (groups, metrics, captions, grids, layout) and :mod:`lightning_explain.output.sinks`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from torch import Tensor, nn
 
 from lightning_explain._lightning import is_fitting
 from lightning_explain.callbacks import _defaults as D
-from lightning_explain.callbacks._view import ViewCallback, layer_name, view_arguments
+from lightning_explain.callbacks._renamed import renamed
+from lightning_explain.callbacks._view import ViewCallback, layer_name
 from lightning_explain.capture import preserve_model_state
-from lightning_explain.epoch.checks import check_explain_arguments, check_positive_int, check_probe_masks
+from lightning_explain.epoch.checks import check_explain_arguments, check_int, check_positive_int, check_probe_masks
 from lightning_explain.epoch.faithfulness_schedule import Faithfulness
 from lightning_explain.epoch.grids import layout_json, render_probe, row_captions, view_grid, view_maps, views
 from lightning_explain.epoch.history import MapMetrics, summarize
@@ -65,7 +66,7 @@ class ExplainCallback(ViewCallback):
     callback is disabled with one warning. :attr:`stage_seconds` says where the last explained epoch's time went.
 
     Args:
-        target_layer: dotted module name (or module) for Grad-CAM and activations; None finds it on two probe
+        layer: dotted module name (or module) for Grad-CAM and activations; None finds it on two probe
             images (:func:`~lightning_explain.functional.locate_layer`: the last block output with a spatial grid
             that the score depends on), says it once and keeps it in :attr:`layer_choice`. An unknown name fails
             at setup with the closest existing names.
@@ -79,7 +80,7 @@ class ExplainCallback(ViewCallback):
         probe_indices: indices into the first validation dataset instead of the first ``num_probe``.
         targets: ``"predicted"`` (explain the predicted class), ``"label"`` (the true class) or a class index.
         every_n_epochs: explain when ``current_epoch % every_n_epochs == 0`` (always under ``validate()``).
-        top_k: channels shown per image for ``"activations"``.
+        top_k_channels: the most active channels of ``layer`` shown per image for ``"activations"``.
         mean: per-channel mean used to normalise the inputs (to undo it for display); with ``std``.
         std: per-channel std used to normalise the inputs; without both, images are min-max scaled.
         colormap: a matplotlib colour map name.
@@ -105,11 +106,13 @@ class ExplainCallback(ViewCallback):
         faithfulness: with ``metrics``, deletion/insertion AUC and ROAD (see
             :class:`~lightning_explain.epoch.faithfulness_schedule.Faithfulness`): True (every 5 epochs, first 4 probe
             images) or a dict of its fields, e.g. ``{"steps": 8}``.
+        target_layer: deprecated name of ``layer`` (a deprecation warning; removed in the next release).
+        top_k: deprecated name of ``top_k_channels`` (a deprecation warning; removed in the next release).
 
     Logged images (one per method, at ``trainer.global_step``; a row per probe image):
         - ``{tag_prefix}/gradcam``: input | Grad-CAM overlay.
         - ``{tag_prefix}/saliency``: input | saliency overlay.
-        - ``{tag_prefix}/activations``: input | the ``top_k`` most active channels of ``target_layer``.
+        - ``{tag_prefix}/activations``: input | the ``top_k_channels`` most active channels of ``layer``.
         - ``{tag_prefix}/{method}``: input | overlay, for every other method in ``methods``.
         - ``{tag_prefix}/attention_heads`` and ``{tag_prefix}/attention_layers`` (with ``"attention"``): for the
           first 4 probe images, the class-token attention of each head of the chosen layer, and of every
@@ -144,7 +147,7 @@ class ExplainCallback(ViewCallback):
 
     def __init__(
         self,
-        target_layer: str | nn.Module | None = None,
+        layer: str | nn.Module | None = None,
         methods: Sequence[str] = DEFAULT_METHODS,
         *,
         num_probe: int = D.NUM_PROBE,
@@ -153,7 +156,7 @@ class ExplainCallback(ViewCallback):
         probe_indices: Sequence[int] | None = None,
         targets: str | int = "predicted",
         every_n_epochs: int = D.EVERY_N_EPOCHS,
-        top_k: int = 3,
+        top_k_channels: int = 3,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         colormap: str = D.COLORMAP,
@@ -175,19 +178,44 @@ class ExplainCallback(ViewCallback):
         method_options: dict[str, dict[str, Any]] | None = None,
         layer_layout: str | None = None,
         faithfulness: bool | dict[str, Any] = False,
+        target_layer: str | nn.Module | None = None,
+        top_k: int | None = None,
     ) -> None:
+        layer = renamed("ExplainCallback", "target_layer", target_layer, "layer", layer, None)
+        top_k_channels = renamed("ExplainCallback", "top_k", top_k, "top_k_channels", top_k_channels, 3)
         methods = canonical_methods(methods)
-        check_positive_int(num_probe=num_probe, every_n_epochs=every_n_epochs, top_k=top_k)
+        check_positive_int(num_probe=num_probe, every_n_epochs=every_n_epochs)
+        check_int("top_k_channels" if top_k is None else "top_k", top_k_channels)  # the name given
         schedule, fn_options = split_method_options(methods, method_options, every_n_epochs)
         explicit_masks = {"object": probe_object_masks, "cue": probe_cue_masks}
         check_explain_arguments(layer_layout, targets, border_fraction, probe, probe_labels, explicit_masks)
         probe_masks = {k: m for k, m in explicit_masks.items() if m is not None}
         mask_keys = {k: v for k, v in (("object", object_mask_key), ("cue", cue_mask_key)) if v is not None}
-        super().__init__(**view_arguments(locals()))
-        self.target_layer = target_layer
+        super().__init__(
+            every_n_epochs=every_n_epochs,
+            num_probe=num_probe,
+            probe=probe,
+            probe_labels=probe_labels,
+            probe_indices=probe_indices,
+            probe_masks=probe_masks,
+            mask_keys=mask_keys,
+            mean=mean,
+            std=std,
+            colormap=colormap,
+            alpha=alpha,
+            cell_size=cell_size,
+            class_names=class_names,
+            input_key=input_key,
+            label_key=label_key,
+            unpack_batch=unpack_batch,
+            output_transform=output_transform,
+            tag_prefix=tag_prefix,
+            strict=strict,
+        )
+        self.layer = layer
         self.methods = methods
         self.targets = targets
-        self.top_k = top_k
+        self.top_k_channels = top_k_channels
         self.metrics = metrics
         self.method_options = method_options
         self._schedule, self._fn_options = schedule, fn_options
@@ -213,7 +241,8 @@ class ExplainCallback(ViewCallback):
 
     @property
     def state_key(self) -> str:
-        layer = self.target_layer if isinstance(self.target_layer, str) or self.target_layer is None else "module"
+        layer = self.layer if isinstance(self.layer, str) or self.layer is None else "module"
+        # ``target_layer=`` (the argument's old name) keeps the keys of existing checkpoints
         return self._generate_state_key(target_layer=layer, methods=self.methods, tag_prefix=self.tag_prefix)
 
     # ----------------------------------------------------------------------------------------- lifecycle
@@ -231,8 +260,8 @@ class ExplainCallback(ViewCallback):
         self._map_metrics.load_state_dict(state_dict.get("map_history") or {})
 
     def _setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.target_layer is not None and any(m in LAYER_METHODS for m in self.methods):
-            self._layer_name = layer_name(pl_module, self.target_layer)  # None: found on the probe by _prepare
+        if self.layer is not None and any(m in LAYER_METHODS for m in self.methods):
+            self._layer_name = layer_name(pl_module, self.layer)  # None: found on the probe by _prepare
 
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.enable_validation:
@@ -265,7 +294,7 @@ class ExplainCallback(ViewCallback):
         if skipped is not None:
             warnings.warn(f"ExplainCallback: {skipped}", UserWarning, stacklevel=2)
         layered = any(m in LAYER_METHODS for m in self._active)
-        reason = "given as target_layer"
+        reason = "given as layer"
         if layered and self._layer_name is None:
             found = find_layer(pl_module, self._probe, self.targets, pl_module.device, self.output_transform)
             self._layer_name, reason = found.name, found.reason
@@ -297,7 +326,7 @@ class ExplainCallback(ViewCallback):
                 self._layer_name,
                 methods,
                 probe_targets(self.targets, self._probe, limit, pl_module.device),
-                top_k=self.top_k,
+                top_k=self.top_k_channels,
                 output_transform=self.output_transform,
                 options={m: o for m, o in self._fn_options.items() if m in methods},
                 layer_layout=self.layer_layout,

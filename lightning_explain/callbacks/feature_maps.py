@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from torch import Tensor, nn
 
 from lightning_explain.callbacks import _defaults as D
-from lightning_explain.callbacks._view import ViewCallback, view_arguments
+from lightning_explain.callbacks._view import ViewCallback
 from lightning_explain.capture import default_conv_layer, preserve_model_state, resolve_layer
 from lightning_explain.epoch.checks import check_positive_int
 from lightning_explain.epoch.probe import BatchUnpacker
@@ -65,7 +65,20 @@ class FeatureMaps(ViewCallback):
         tag_prefix: str = D.TAG_PREFIX,
         strict: bool = D.STRICT,
     ) -> None:
-        super().__init__(**view_arguments(locals()))
+        super().__init__(
+            every_n_epochs=every_n_epochs,
+            num_probe=num_probe,
+            probe=probe,
+            mean=mean,
+            std=std,
+            colormap=colormap,
+            cell_size=cell_size,
+            input_key=input_key,
+            label_key=label_key,
+            unpack_batch=unpack_batch,
+            tag_prefix=tag_prefix,
+            strict=strict,
+        )
         check_positive_int(num_images=num_images, max_channels=max_channels)
         if isinstance(layers, str):
             layers = [layers]

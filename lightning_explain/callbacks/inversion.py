@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from torch import Tensor
 
 from lightning_explain.callbacks import _defaults as D
-from lightning_explain.callbacks._view import ViewCallback, view_arguments
+from lightning_explain.callbacks._view import ViewCallback
 from lightning_explain.capture import resolve_layer
 from lightning_explain.epoch.checks import check_positive_int, is_int
 from lightning_explain.epoch.probe import BatchUnpacker
@@ -75,8 +75,19 @@ class FeatureInversion(ViewCallback):
         tag_prefix: str = D.TAG_PREFIX,
         strict: bool = D.STRICT,
     ) -> None:
-        num_probe = max(num_probe, max(image_indices, default=0) + 1)  # the probe holds every chosen image
-        super().__init__(**view_arguments(locals()))
+        super().__init__(
+            every_n_epochs=every_n_epochs,
+            num_probe=max(num_probe, max(image_indices, default=0) + 1),  # the probe holds every chosen image
+            probe=probe,
+            mean=mean,
+            std=std,
+            cell_size=cell_size,
+            input_key=input_key,
+            label_key=label_key,
+            unpack_batch=unpack_batch,
+            tag_prefix=tag_prefix,
+            strict=strict,
+        )
         check_positive_int(steps=steps)
         if not image_indices or not all(is_int(i, minimum=0) for i in image_indices):
             raise ValueError(f"image_indices must be probe indices >= 0; got {image_indices!r}.")

@@ -12,7 +12,8 @@ from torch.utils.data import Dataset
 from torch.utils.data.dataloader import default_collate
 
 from lightning_explain.callbacks import _defaults as D
-from lightning_explain.callbacks._view import ViewCallback, view_arguments
+from lightning_explain.callbacks._renamed import renamed
+from lightning_explain.callbacks._view import ViewCallback
 from lightning_explain.capture import preserve_model_state, preserve_rng, resolve_layer
 from lightning_explain.epoch.checks import check_int, check_positive_int, is_int
 from lightning_explain.epoch.probe import BatchUnpacker, first_val_loader, probe_from_dataset, unpack_batch
@@ -84,19 +85,21 @@ class TCAVCallback(ViewCallback):
         num_random: random sets (CAVs per concept); at least 2 for the t-test.
         set_size: examples per random set (and at most this many concept examples are used).
         num_class_examples: validation examples (the first ones) whose labels pick the inputs of each class.
-        alpha: significance level of the ``significant`` flag.
+        significance: significance level of the ``significant`` flag, in (0, 1).
         cav_method: ``"logistic"`` (logistic regression) or ``"mean_difference"``.
         cav_steps: gradient steps of the logistic regression.
         seed: seed of the private generator that draws the random sets (the global RNG is never used).
         batch_size: images per forward.
         class_names, input_key, label_key, unpack_batch, output_transform, tag_prefix, strict: as in
             :class:`~lightning_explain.ExplainCallback`.
+        alpha: deprecated name of ``significance`` (a deprecation warning; removed in the next release; ``alpha``
+            is the overlay opacity in the other views).
 
     Logged metrics (``{k}`` is the class name or index):
         - ``{tag_prefix}/tcav/{concept}/{k}/score``: mean TCAV score over the concept's CAVs.
         - ``{tag_prefix}/tcav/{concept}/{k}/random_score``: mean score of the random-vs-random CAVs.
         - ``{tag_prefix}/tcav/{concept}/{k}/p_value``: two-sided t-test, concept vs random scores.
-        - ``{tag_prefix}/tcav/{concept}/{k}/significant``: 1.0 when ``p_value < alpha``, else 0.0.
+        - ``{tag_prefix}/tcav/{concept}/{k}/significant``: 1.0 when ``p_value < significance``, else 0.0.
         - ``{tag_prefix}/tcav/{concept}/cav_accuracy``: mean training accuracy of the concept's CAV classifiers.
 
     Example:
@@ -114,7 +117,7 @@ class TCAVCallback(ViewCallback):
         num_random: int = 5,
         set_size: int = 32,
         num_class_examples: int = 64,
-        alpha: float = 0.05,
+        significance: float = 0.05,
         cav_method: Literal["logistic", "mean_difference"] = "logistic",
         cav_steps: int = 300,
         seed: int = 0,
@@ -126,22 +129,33 @@ class TCAVCallback(ViewCallback):
         output_transform: OutputTransform = None,
         tag_prefix: str = D.TAG_PREFIX,
         strict: bool = D.STRICT,
+        alpha: float | None = None,
     ) -> None:
-        num_probe = num_class_examples  # the probe is the class examples
-        super().__init__(**view_arguments(locals(), skip=("alpha",)))
+        significance = renamed("TCAVCallback", "alpha", alpha, "significance", significance, 0.05)
+        super().__init__(
+            every_n_epochs=every_n_epochs,
+            num_probe=num_class_examples,  # the probe is the class examples
+            class_names=class_names,
+            input_key=input_key,
+            label_key=label_key,
+            unpack_batch=unpack_batch,
+            output_transform=output_transform,
+            tag_prefix=tag_prefix,
+            strict=strict,
+        )
         check_positive_int(set_size=set_size, cav_steps=cav_steps, batch_size=batch_size)
         check_int("num_random", num_random, minimum=2, why=" (the t-test needs two runs)")
         if not isinstance(concepts, Mapping) or not concepts:
             raise ValueError("concepts must be a non-empty dict: concept name -> tensor, dataset or import path.")
-        if not 0.0 < alpha < 1.0:
-            raise ValueError(f"alpha must lie in (0, 1); got {alpha}.")
+        if not 0.0 < significance < 1.0:
+            raise ValueError(f"significance must lie in (0, 1); got {significance}.")
         if cav_method not in ("logistic", "mean_difference"):
             raise ValueError(f"cav_method must be 'logistic' or 'mean_difference'; got {cav_method!r}.")
         if classes is not None and not all(is_int(c, minimum=0) for c in classes):
             raise ValueError(f"classes must be class indices >= 0; got {classes!r}.")
         self.layer, self.concepts, self.random_examples = layer, dict(concepts), random_examples
         self.classes = list(classes) if classes is not None else None
-        self.num_random, self.set_size, self.alpha = num_random, set_size, alpha
+        self.num_random, self.set_size, self.significance = num_random, set_size, significance
         self.cav_method, self.cav_steps, self.seed, self.batch_size = cav_method, cav_steps, seed, batch_size
         self._concepts: dict[str, Tensor] | None = None
         self._random_sets: list[Tensor] | None = None
@@ -241,5 +255,5 @@ class TCAVCallback(ViewCallback):
                 values[f"{key}/score"] = float(scores.mean[j])
                 values[f"{key}/random_score"] = float(scores.random_scores[:, j].mean())
                 values[f"{key}/p_value"] = float(scores.p_values[j])
-                values[f"{key}/significant"] = float(scores.p_values[j] < self.alpha)
+                values[f"{key}/significant"] = float(scores.p_values[j] < self.significance)
         self._log(pl_module, values)

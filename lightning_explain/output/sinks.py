@@ -11,18 +11,23 @@ Image loggers, in the order they are recognised:
 With none of them, PNG files go to ``<log_dir>/explain_images/<tag>/epoch=EEEE-step=SSSSSSS.png`` (next to a
 ``CSVLogger``'s ``metrics.csv``), or under the Trainer's ``default_root_dir`` without a logger.
 
-TensorBoard images are PNGs at zlib level 1 (:data:`PNG_COMPRESS_LEVEL`), and TensorBoard's record checksum, pure
-Python in TensorBoard, is replaced by an identical vectorised one (:mod:`lightning_explain.output._crc32c`). They and
-PNG files are encoded and written by one background thread (:class:`BackgroundWriter`), so training does not wait for
-PNG encoding. Its queue is bounded (a full queue makes the caller wait: nothing is dropped), and the views flush it
-when ``fit``, ``validate`` or ``test`` ends and when training stops on an exception or ``KeyboardInterrupt`` (before
-Lightning closes the loggers). Loggers with ``log_image`` (W&B) and MLflow are written on the calling thread: they
-order their records by step, and a late image would be refused.
+TensorBoard images are PNGs at zlib level 1 (:data:`PNG_COMPRESS_LEVEL`), handed to the ``SummaryWriter``'s public
+``file_writer`` as the ``Summary`` record that ``add_image`` itself builds (``add_image`` takes pixels only and
+encodes at zlib level 6, about 2.5x slower). With ``LIGHTNING_EXPLAIN_FAST_CRC=1`` in the environment
+(:data:`FAST_CRC_ENV`), TensorBoard's pure-Python record checksum is replaced by an identical vectorised one for the
+whole process (:mod:`lightning_explain.output._crc32c`); by default TensorBoard is left as it is.
+
+TensorBoard images and PNG files are encoded and written by a background thread of the view's sink
+(:class:`BackgroundWriter`), so training does not wait for PNG encoding. The views open it at ``setup`` and close it
+(every image written, the thread joined) at ``teardown`` of ``fit``, ``validate`` or ``test``, and when training
+stops on an exception or ``KeyboardInterrupt`` (before Lightning closes the loggers): each Trainer's views have
+their own writers, and no thread outlives a run. Its queue is bounded (a full queue makes the caller wait: nothing
+is dropped). Loggers with ``log_image`` (W&B) and MLflow are written on the calling thread: they order their records
+by step, and a late image would be refused.
 """
 
 from __future__ import annotations
 
-import atexit
 import io
 import os
 import queue
@@ -39,13 +44,15 @@ from lightning_explain.output._crc32c import speed_up_tensorboard
 from lightning_explain.output.charts import CHARTS
 
 __all__ = [
+    "FAST_CRC_ENV",
     "PNG_COMPRESS_LEVEL",
     "QUEUE_BATCHES",
-    "WRITER",
+    "THREAD_NAME",
     "BackgroundWriter",
     "ImageSink",
     "encode_png",
     "fallback_dir",
+    "fast_crc_requested",
     "image_capable",
     "image_paths",
     "image_writer",
@@ -55,6 +62,14 @@ __all__ = [
 
 #: Writes one ``uint8`` ``[3, H, W]`` image under a tag at a step.
 ImageWriter = Callable[[str, Tensor, int], None]
+
+#: The environment variable that opts in to the vectorised CRC-32C for TensorBoard's records (``1``, ``true``, ``yes``).
+FAST_CRC_ENV = "LIGHTNING_EXPLAIN_FAST_CRC"
+
+
+def fast_crc_requested() -> bool:
+    """Whether :data:`FAST_CRC_ENV` asks for the vectorised CRC-32C (off unless set to ``1``, ``true`` or ``yes``)."""
+    return os.environ.get(FAST_CRC_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 def _tensorboard_writer(logger: Any) -> Any | None:
@@ -94,7 +109,8 @@ def image_writer(logger: Any) -> ImageWriter | None:
     """
     writer = _tensorboard_writer(logger)
     if writer is not None:
-        speed_up_tensorboard()  # TensorBoard checksums each record in pure Python: give it a vectorised CRC-32C
+        if fast_crc_requested():  # opted in: TensorBoard's pure-Python checksum, vectorised, for the process
+            speed_up_tensorboard()
         return lambda tag, image, step: _add_tensorboard_image(writer, tag, image, step)
     if callable(getattr(logger, "log_image", None)):
         return lambda tag, image, step: logger.log_image(key=tag, images=[_hwc(image)], step=step)
@@ -123,9 +139,15 @@ def encode_png(image: Tensor, compress_level: int = PNG_COMPRESS_LEVEL) -> bytes
 
 
 def _add_tensorboard_image(writer: Any, tag: str, image: Tensor, step: int) -> None:
-    """The image as TensorBoard's ``add_image`` records it, encoded at :data:`PNG_COMPRESS_LEVEL`."""
-    file_writer = getattr(writer, "_get_file_writer", None)  # torch's and tensorboardX's SummaryWriter
-    if not callable(file_writer):
+    """The image as TensorBoard's ``add_image`` records it, encoded at :data:`PNG_COMPRESS_LEVEL`.
+
+    ``SummaryWriter.add_image`` takes pixels and encodes them itself (zlib level 6); no public method takes an
+    encoded image. So the PNG goes into the same ``Summary`` record ``add_image`` builds, handed to the writer's
+    public ``file_writer`` (torch's and tensorboardX's ``SummaryWriter``) with its documented ``add_summary``.
+    Without one (another writer class, or a closed writer), ``add_image``.
+    """
+    file_writer: Any = getattr(writer, "file_writer", None)
+    if file_writer is None or not callable(getattr(file_writer, "add_summary", None)):
         writer.add_image(tag, image, global_step=step, dataformats="CHW")
         return
     from tensorboard.compat.proto.summary_pb2 import Summary
@@ -133,7 +155,7 @@ def _add_tensorboard_image(writer: Any, tag: str, image: Tensor, step: int) -> N
     png = Summary.Image(
         height=image.shape[1], width=image.shape[2], colorspace=3, encoded_image_string=encode_png(image)
     )
-    file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=png)]), step)
+    file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=png)]), step)
 
 
 def _hwc(image: Tensor) -> Any:
@@ -159,33 +181,43 @@ QUEUE_BATCHES = 4
 
 
 class BackgroundWriter:
-    """One daemon thread that runs image-writing jobs in order, off the training thread.
+    """A daemon thread that runs image-writing jobs in order, off the training thread, from ``start`` to ``close``.
 
-    ``submit`` waits while ``max_pending`` jobs are queued (memory stays bounded; nothing is dropped). ``flush``
-    returns when every job submitted before it has run, and re-raises the first error a job raised since the last
-    flush (the images of that job are lost; the caller reports it). ``seconds`` is the time the thread spent running
-    jobs. An ``atexit`` handler flushes what is left when the interpreter exits.
+    ``submit`` waits while ``max_pending`` jobs are queued (memory stays bounded; nothing is dropped) and starts the
+    thread if it is not running. ``flush`` returns when every job submitted before it has run, and re-raises the
+    first error a job raised since the last flush (the images of that job are lost; the caller reports it).
+    ``close`` flushes, then stops and joins the thread (a later ``submit`` starts a new one). ``seconds`` is the time
+    the thread spent running jobs. Each view's :class:`ImageSink` owns one, opened at ``setup`` and closed at
+    ``teardown``: two Trainers in one process never share a queue, and no thread outlives a run.
 
     Example:
         >>> done = []
         >>> writer = BackgroundWriter()
         >>> writer.submit(lambda: done.append(1))
-        >>> writer.flush(); done
-        [1]
+        >>> writer.close(); done, writer.alive()
+        ([1], False)
     """
 
     def __init__(self, max_pending: int = QUEUE_BATCHES) -> None:
-        self._jobs: queue.Queue[Callable[[], None]] = queue.Queue(maxsize=max_pending)
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=max_pending)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.seconds = 0.0
 
-    def submit(self, job: Callable[[], None]) -> None:
+    def start(self) -> None:
+        """Start the thread (nothing if it runs)."""
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="lightning_explain-images", daemon=True)
+                self._thread = threading.Thread(target=self._loop, name=THREAD_NAME, daemon=True)
                 self._thread.start()
+
+    def alive(self) -> bool:
+        """Whether the thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self.start()
         self._jobs.put(job)
 
     def flush(self) -> None:
@@ -194,6 +226,17 @@ class BackgroundWriter:
         if error is not None:
             raise RuntimeError(f"writing explanation images failed in the background: {error}") from error
 
+    def close(self) -> None:
+        """Flush, then stop and join the thread; re-raises a job's error (after the thread has stopped)."""
+        try:
+            self.flush()
+        finally:
+            with self._lock:
+                thread, self._thread = self._thread, None
+            if thread is not None and thread.is_alive():
+                self._jobs.put(None)  # the thread's signal to return
+                thread.join()
+
     def pending(self) -> int:
         """Jobs queued or running."""
         return self._jobs.unfinished_tasks
@@ -201,6 +244,9 @@ class BackgroundWriter:
     def _loop(self) -> None:
         while True:
             job = self._jobs.get()
+            if job is None:
+                self._jobs.task_done()
+                return
             start = time.perf_counter()
             try:
                 job()
@@ -212,30 +258,45 @@ class BackgroundWriter:
                 self._jobs.task_done()
 
 
-#: The writer all sinks share (one thread for the whole process).
-WRITER = BackgroundWriter()
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    try:
-        WRITER.flush()
-    except RuntimeError as err:  # nothing can be raised to anyone at exit: say it
-        warnings.warn(str(err), RuntimeWarning, stacklevel=1)
+#: The name of every :class:`BackgroundWriter` thread.
+THREAD_NAME = "lightning_explain-images"
 
 
 class ImageSink:
     """Sends each image grid to every image-capable logger, or to PNG files when there is none.
 
     PNG files are written as ``<folder>/<tag>/epoch=EEEE-step=SSSSSSS.png`` (the tag's ``/`` become folders).
-    TensorBoard images and PNG files are written by :data:`WRITER` in the background (``background=False``: on the
-    calling thread); call :meth:`flush` to wait for them.
+    Between :meth:`open` and :meth:`close`, TensorBoard images and PNG files are written by the sink's own
+    :class:`BackgroundWriter` (:attr:`writer`); otherwise (or with ``background=False``) on the calling thread.
+    Call :meth:`flush` to wait for them.
     """
 
     def __init__(self, background: bool = True) -> None:
         self._warned_fallback = False
         self.background = background
         self._tensorboards: list[Any] = []
+        #: The background writer of the current run (kept after :meth:`close` for its ``seconds``); None before.
+        self.writer: BackgroundWriter | None = None
+        self._open = False
+
+    def open(self) -> None:
+        """Start a background writer for a run (a view's ``setup``). Nothing with ``background=False``."""
+        if self.background and not self._open:
+            self.writer, self._open = BackgroundWriter(), True
+            self.writer.start()
+
+    def close(self) -> None:
+        """Write every pending image, stop and join the writer's thread (a view's ``teardown`` and
+        ``on_exception``). Re-raises a background write's error once the thread has stopped."""
+        if not self._open:
+            self.flush()
+            return
+        self._open = False
+        try:
+            self.flush()
+        finally:
+            if self.writer is not None:
+                self.writer.close()
 
     def write_layout(self, loggers: Iterable[Any], layout: dict[str, dict[str, list[Any]]]) -> None:
         """Give every TensorBoard logger the custom-scalar layout (other loggers have no such thing)."""
@@ -290,8 +351,8 @@ class ImageSink:
         for job in now:
             job()
         for job in later:
-            if self.background:
-                WRITER.submit(job)
+            if self._open and self.writer is not None:
+                self.writer.submit(job)
             else:
                 job()
         return paths
@@ -299,7 +360,8 @@ class ImageSink:
     def flush(self) -> None:
         """Wait until every image handed to the background writer is written (and TensorBoard has it on disk)."""
         try:
-            WRITER.flush()
+            if self._open and self.writer is not None:
+                self.writer.flush()
         finally:
             for writer in self._tensorboards:
                 if callable(getattr(writer, "flush", None)):

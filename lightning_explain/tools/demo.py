@@ -193,7 +193,7 @@ def train(
         96, image_size=image_size, cue_agreement=0.0, seed=10_000 + seed, cue_size=cue_size, noise=noise
     )
     explain = ExplainCallback(
-        target_layer="features.9",
+        layer="features.9",
         num_probe=8,
         class_names=list(CLASS_NAMES[:3]),
         object_mask_key=2,  # ShortcutShapes batches are (image, label, object_mask, cue_mask)

@@ -50,7 +50,9 @@ def _last(images: dict, tag: str):
 
 
 def test_gradcam_saliency_and_top_k_activation_cells_are_the_functional_maps(tmp_path):
-    cb = ExplainCallback(LAYER, num_probe=3, top_k=4, cell_size=CELL, colormap="viridis", alpha=0.6, strict=True)
+    cb = ExplainCallback(
+        LAYER, num_probe=3, top_k_channels=4, cell_size=CELL, colormap="viridis", alpha=0.6, strict=True
+    )
     _, model, images = _fit(tmp_path, cb, max_epochs=2)
     probe = PROBE[:3]
     display = to_display(probe)
@@ -62,7 +64,7 @@ def test_gradcam_saliency_and_top_k_activation_cells_are_the_functional_maps(tmp
     assert_overlay_cells(_last(images, "explain/saliency"), display, saliency(model, probe), **style, what="saliency")
     maps, channels = channel_activations(model, probe, LAYER, top_k=4)
     activations = _last(images, "explain/activations")
-    assert len(grid_cells(activations, probe.shape, CELL, 4)) == 3  # input + top_k=4 channel columns
+    assert len(grid_cells(activations, probe.shape, CELL, 4)) == 3  # input + top_k_channels=4 channel columns
     with pytest.raises(AssertionError, match="columns"):
         grid_cells(activations, probe.shape, CELL, 5)
     assert_overlay_cells(activations, display, maps, **style, what="activations")

@@ -96,7 +96,7 @@ def test_example_config_builds_the_configured_callbacks(tmp_path):
     cli = _example_cli()(["--config", str(CONFIG), "--trainer.default_root_dir", str(tmp_path)], run=False)
     explain = next(cb for cb in cli.trainer.callbacks if isinstance(cb, callbacks.ExplainCallback))
     alert = next(cb for cb in cli.trainer.callbacks if isinstance(cb, callbacks.FocusAlert))
-    assert explain.target_layer == "features.9" and explain.methods == ("gradcam", "saliency", "activations")
+    assert explain.layer == "features.9" and explain.methods == ("gradcam", "saliency", "activations")
     assert explain.mask_keys == {"object": 2, "cue": 3} and explain.class_names == ["square", "disc", "triangle"]
     assert explain._schedule["saliency"] == (2, None)
     assert (alert.monitor, alert.threshold, alert.patience) == ("explain/gradcam/focus/lift", 0.15, 2)

@@ -137,7 +137,7 @@ def _brute_force_confused(model: nn.Module, k: int) -> tuple[list[int], torch.Te
 
 
 def test_error_grid_shows_predicted_and_true_class_maps(tmp_path):
-    cb = ErrorAttribution("features.3", num_probe=8, top_k=5, alpha=1.0, colormap="gray", cell_size=64)
+    cb = ErrorAttribution("features.3", num_probe=8, num_confused=5, alpha=1.0, colormap="gray", cell_size=64)
     t, model = _fit(tmp_path, [cb], max_epochs=2)
     images = read_event_images(t.logger.log_dir)
     assert set(images) == {"explain/errors/probe", "explain/errors/most_confused"}
@@ -166,7 +166,7 @@ def test_error_grid_shows_predicted_and_true_class_maps(tmp_path):
 
 
 def test_most_confused_are_the_k_most_confident_wrong_validation_examples(tmp_path):
-    cb = ErrorAttribution("features.3", num_probe=4, top_k=5)
+    cb = ErrorAttribution("features.3", num_probe=4, num_confused=5)
     t, model = _fit(tmp_path, [cb], max_epochs=2)
     indices, conf = _brute_force_confused(model, 5)
     assert cb.most_confused.indices.tolist() == indices
@@ -181,7 +181,7 @@ def test_most_confused_are_the_k_most_confident_wrong_validation_examples(tmp_pa
 def test_error_attribution_default_layer_is_explain_callbacks_found_on_the_probe(tmp_path):
     """No target_layer: the same layer ExplainCallback finds by running the model (the feature stage after its
     in-place ReLU), not the last Conv2d inside it."""
-    cb, explained = ErrorAttribution(num_probe=4, top_k=0), ExplainCallback(num_probe=4, methods=("gradcam",))
+    cb, explained = ErrorAttribution(num_probe=4, num_confused=0), ExplainCallback(num_probe=4, methods=("gradcam",))
     _fit(tmp_path, [cb, explained], max_epochs=1)
     assert cb._layer_name == explained.layer_choice.name == "features"
 
@@ -200,7 +200,7 @@ class _Wrapped(TinyCNN):
 
 @pytest.mark.parametrize(("returns_logits", "max_batches", "seen"), [(True, 1, 24), (False, None, 24), (False, 1, 8)])
 def test_most_confused_without_a_forward_hook(tmp_path, returns_logits, max_batches, seen):
-    cb = ErrorAttribution("features.3", num_probe=2, top_k=24, max_batches=max_batches)
+    cb = ErrorAttribution("features.3", num_probe=2, num_confused=24, max_batches=max_batches)
     _, model = _fit(tmp_path, [cb], model=_Wrapped(returns_logits), max_epochs=1)
     x, y = make_dataset(24, seed=2).tensors
     model.eval()
@@ -227,7 +227,7 @@ RED[:, 0] = 1.0
 
 def _all_views() -> list[pl.Callback]:
     return [
-        ErrorAttribution("features.3", num_probe=6, top_k=3),
+        ErrorAttribution("features.3", num_probe=6, num_confused=3),
         FilterGrid(),
         FeatureMaps(num_images=2, max_channels=4),
         TCAVCallback(

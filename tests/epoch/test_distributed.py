@@ -95,6 +95,25 @@ def test_ddp_most_confused_examples_are_the_top_k_over_every_ranks_validation_da
 
 
 @pytest.mark.slow
+def test_ddp_early_stopping_and_model_checkpoint_monitor_a_focus_number_on_every_rank(tmp_path):
+    # Rank zero computes the number, broadcasts it, and every rank logs it: with rank_zero_only=True, EarlyStopping
+    # on rank 1 raised "Early stopping conditioned on metric ... which is not available" and the run died.
+    from distributed_worker import MONITORED
+
+    result = _run_worker(tmp_path, "ddp_monitor")
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = {r: json.loads((tmp_path / f"monitor{r}.json").read_text()) for r in (0, 1)}
+    logged = [value for _, value in read_event_scalars(tmp_path / "tb" / "version_0")[MONITORED]]
+    assert len(logged) == 2  # EarlyStopping stopped both ranks after min_epochs=2 of max_epochs=3
+    for rank in (0, 1):
+        assert seen[rank]["epochs"] == 2
+        assert seen[rank]["last_value"] == pytest.approx(logged[-1])  # rank 1 holds rank zero's number
+        assert seen[rank]["checkpoint_best"] == pytest.approx(max(logged))
+    assert seen[0]["early_stopping_best"] == seen[1]["early_stopping_best"]
+    assert Path(seen[0]["checkpoint_path"]).name == "best.ckpt" and Path(seen[0]["checkpoint_path"]).is_file()
+
+
+@pytest.mark.slow
 def test_a_setup_error_on_rank_zero_stops_every_rank_with_its_message(tmp_path):
     # targets=7 for a 3-class model: only rank 0 runs the dry run, so only rank 0 can notice.
     result = _run_worker(tmp_path, "ddp_bad")

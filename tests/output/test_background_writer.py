@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from torch.utils.tensorboard import SummaryWriter
 from lightning_explain import ExplainCallback
 from lightning_explain.callbacks._progress import _RichReporter
 from lightning_explain.functional import progress
-from lightning_explain.output.sinks import WRITER, BackgroundWriter
+from lightning_explain.output.sinks import FAST_CRC_ENV, THREAD_NAME, BackgroundWriter
 
 SLOW_SECONDS = 0.25
 
@@ -56,8 +58,19 @@ class _StopAt(Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if trainer.current_epoch == self.epoch:
-            self.in_flight = WRITER.pending()
+            self.in_flight = _writer(trainer).pending()
             raise self.error
+
+
+def _writer(trainer) -> BackgroundWriter:
+    """The background writer of the trainer's ExplainCallback (its sink's, for this run)."""
+    (callback,) = [cb for cb in trainer.callbacks if isinstance(cb, ExplainCallback)]
+    assert callback._sink.writer is not None
+    return callback._sink.writer
+
+
+def _image_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == THREAD_NAME and t.is_alive()]
 
 
 def _run(tmp_path, *extra, epochs=3, **kwargs):
@@ -79,7 +92,7 @@ def test_every_image_is_on_disk_when_fit_and_validate_return(tmp_path):
     t.fit(TinyCNN(), train, val)
     steps = _steps(tmp_path)
     assert steps["explain/gradcam"] == steps["explain/saliency"] == steps["explain/activations"] == [3, 6, 9]
-    assert WRITER.pending() == 0
+    assert _writer(t).pending() == 0
     t.validate(t.lightning_module, val)
     assert _steps(tmp_path)["explain/gradcam"] == [3, 6, 9, 9]
 
@@ -94,6 +107,85 @@ def test_every_image_is_on_disk_when_training_stops_on_an_exception(tmp_path, er
     assert stop.in_flight > 0  # the images of epoch 1 were still being written when training stopped
     steps = _steps(tmp_path)
     assert steps["explain/gradcam"] == steps["explain/activations"] == [3, 6]
+
+
+def test_two_trainers_one_after_the_other_each_write_their_images_and_leave_no_thread(tmp_path):
+    assert not _image_threads()
+    for name in ("a", "b"):
+        t, _cb, train, val = _run(tmp_path / name, epochs=2)
+        t.fit(TinyCNN(), train, val)
+        assert not _image_threads()  # the writer's thread was joined at teardown
+        assert _steps(tmp_path / name) == {f"explain/{m}": [3, 6] for m in ("gradcam", "saliency", "activations")}
+
+
+class _GatedSummaryWriter(SummaryWriter):
+    """TensorBoard's own writer whose image records wait for ``gate`` (at most 30 s, so a bug cannot hang the run)."""
+
+    gate = threading.Event()
+
+    def _get_file_writer(self):
+        file_writer = super()._get_file_writer()
+        if not getattr(file_writer, "_gated", False):
+            add_summary = file_writer.add_summary
+
+            def gated_add_summary(summary, *args, **kwargs):
+                if any(value.HasField("image") for value in summary.value):
+                    self.gate.wait(30)
+                return add_summary(summary, *args, **kwargs)
+
+            file_writer.add_summary, file_writer._gated = gated_add_summary, True
+        return file_writer
+
+
+class GatedTensorBoardLogger(TensorBoardLogger):
+    @property
+    def experiment(self):
+        if self._experiment is None:
+            self._fs.makedirs(self.log_dir, exist_ok=True)
+            self._experiment = _GatedSummaryWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class _FitAnother(Callback):
+    """At the end of the first validation epoch of the outer Trainer (after its ExplainCallback queued the epoch's
+    images, which wait for the gate), fits a second Trainer with its own ExplainCallback to the end."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.seen = root, {}
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or self.seen:
+            return
+        outer = _writer(trainer)
+        self.seen["outer_pending_before"] = outer.pending()
+        inner, _cb, train, val = _run(self.root, epochs=2)
+        inner.fit(TinyCNN(), train, val)
+        self.seen["outer_pending_after"] = outer.pending()
+        self.seen["outer_alive"] = outer.alive()
+        self.seen["inner_steps"] = _steps(self.root)
+        self.seen["threads"] = len(_image_threads())
+        _GatedSummaryWriter.gate.set()
+
+
+def test_a_trainer_fitted_inside_another_neither_waits_for_nor_writes_the_others_images(tmp_path):
+    _GatedSummaryWriter.gate.clear()
+    nested = _FitAnother(tmp_path / "inner")
+    train, val = loaders()
+    logger = GatedTensorBoardLogger(str(tmp_path / "outer"), name="tb", version=0)
+    cb = ExplainCallback(num_probe=3, cell_size=32, metrics=False)
+    outer = trainer(tmp_path / "outer", logger=logger, callbacks=[cb, nested], max_epochs=2)
+    try:
+        outer.fit(TinyCNN(), train, val)
+    finally:
+        _GatedSummaryWriter.gate.set()
+    seen = nested.seen
+    assert seen["outer_pending_before"] == 1  # the outer epoch-0 images wait for the gate
+    assert seen["outer_pending_after"] == 1  # the inner Trainer's teardown did not wait for them (or write them)
+    assert seen["outer_alive"] and seen["threads"] == 1  # the outer writer still runs; the inner one is joined
+    views = {f"explain/{m}" for m in ("gradcam", "saliency", "activations")}
+    assert seen["inner_steps"] == {tag: [3, 6] for tag in views}  # the inner run's images, complete at its end
+    assert _steps(tmp_path / "outer") == {tag: [3, 6] for tag in views}
+    assert not _image_threads()
 
 
 def test_png_files_are_written_in_the_background_and_flushed(tmp_path):
@@ -194,9 +286,8 @@ def test_rich_bar_is_added_after_the_delay_and_removed_when_done(monkeypatch):
     assert not live.tasks
 
 
-def test_vectorised_crc32c_equals_tensorboards_and_is_installed_for_image_writes(tmp_path):
+def test_vectorised_crc32c_equals_tensorboards():
     from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
-    from tensorboard.summary.writer import record_writer
 
     from lightning_explain.output._crc32c import crc32c, masked_crc32c
 
@@ -205,7 +296,49 @@ def test_vectorised_crc32c_equals_tensorboards_and_is_installed_for_image_writes
         data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
         assert crc32c(data) == pywrap_tensorflow.crc32c(data), n
         assert masked_crc32c(data) == pywrap_tensorflow.masked_crc32c(data), n
+
+
+def test_tensorboards_checksum_is_left_alone_by_default(tmp_path, monkeypatch):
+    from tensorboard.summary.writer import record_writer
+
+    monkeypatch.delenv(FAST_CRC_ENV, raising=False)
+    monkeypatch.setattr(record_writer, "masked_crc32c", record_writer.masked_crc32c)  # undone after the test
+    own = record_writer.masked_crc32c
+    t, _cb, train, val = _run(tmp_path, epochs=1)
+    t.fit(TinyCNN(), train, val)
+    assert _steps(tmp_path)["explain/gradcam"] == [3]
+    assert record_writer.masked_crc32c is own  # every other SummaryWriter in the process is as TensorBoard made it
+
+
+def _records(path: Path) -> list[tuple[bytes, int, int]]:
+    """(data, header CRC, data CRC) of each record of a TFRecord event file."""
+    raw, out, at = path.read_bytes(), [], 0
+    while at < len(raw):
+        header = raw[at : at + 8]
+        (length,) = struct.unpack("<Q", header)
+        (header_crc,) = struct.unpack("<I", raw[at + 8 : at + 12])
+        data = raw[at + 12 : at + 12 + length]
+        (data_crc,) = struct.unpack("<I", raw[at + 12 + length : at + 16 + length])
+        out.append((header + data, header_crc, data_crc))
+        at += 16 + length
+    return out
+
+
+def test_opted_in_crc_is_installed_and_writes_the_bytes_tensorboard_would(tmp_path, monkeypatch):
+    from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
+    from tensorboard.summary.writer import record_writer
+
+    from lightning_explain.output._crc32c import masked_crc32c
+
+    monkeypatch.setenv(FAST_CRC_ENV, "1")
+    monkeypatch.setattr(record_writer, "masked_crc32c", record_writer.masked_crc32c)  # undone after the test
     t, _cb, train, val = _run(tmp_path, epochs=1)
     t.fit(TinyCNN(), train, val)
     assert record_writer.masked_crc32c is masked_crc32c  # installed by the first TensorBoard image
     assert _steps(tmp_path)["explain/gradcam"] == [3]  # TensorBoard reads the records back (it checks the CRCs)
+    (events,) = (tmp_path / "tb" / "version_0").glob("events.out.tfevents.*")
+    records = _records(events)
+    assert max(len(data) for data, _, _ in records) > 4096  # the image records, checksummed in vectorised chunks
+    for data, header_crc, data_crc in records:  # each record framed exactly as TensorBoard's own function frames it
+        assert header_crc == pywrap_tensorflow.masked_crc32c(data[:8])
+        assert data_crc == pywrap_tensorflow.masked_crc32c(data[8:])
