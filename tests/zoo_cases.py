@@ -1,6 +1,6 @@
 """The model zoo: architectures from torchvision, timm and Hugging Face transformers, built small and at random init.
 
-One list, :data:`CASES`, imported by ``tests/test_model_zoo.py`` and by ``benchmarks/model_zoo_table.py`` (which
+One list, :data:`CASES`, imported by ``tests/functional/test_model_zoo.py`` and by ``benchmarks/model_zoo_table.py`` (which
 puts ``tests/`` on ``sys.path``). Nothing is downloaded: torchvision models with ``weights=None``, timm with
 ``pretrained=False``, Hugging Face models from a config object.
 
