@@ -6,6 +6,7 @@ pass, which need extra passes, and which options each takes.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -95,7 +96,9 @@ def canonical_methods(methods: Sequence[str] | str) -> tuple[str, ...]:
     names = [_ALIASES.get(m, m) for m in methods]
     unknown = [m for m in names if m not in METHODS]
     if unknown or not names:
-        raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}; got {list(methods)}.")
+        close = {m: difflib.get_close_matches(m, [*METHODS, *_ALIASES], n=1) for m in unknown}
+        hint = "".join(f" Did you mean {c[0]!r} for {m!r}?" for m, c in close.items() if c)
+        raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}; got {list(methods)}.{hint}")
     return tuple(dict.fromkeys(names))
 
 
