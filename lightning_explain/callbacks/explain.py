@@ -107,7 +107,8 @@ class ExplainCallback(ViewCallback):
             :class:`~lightning_explain.epoch.faithfulness_schedule.Faithfulness`): True (every 5 epochs, first 4 probe
             images) or a dict of its fields, e.g. ``{"steps": 8}``.
 
-    Logged images (one per method, at the step of the epoch's validation metrics, ``global_step - 1``; a row per probe image):
+    Logged images (one per method, at the step of the epoch's validation metrics, ``global_step - 1`` during ``fit``;
+    a row per probe image):
         - ``{tag_prefix}/gradcam``: input | Grad-CAM overlay.
         - ``{tag_prefix}/saliency``: input | saliency overlay.
         - ``{tag_prefix}/activations``: input | the ``top_k`` most active channels of ``target_layer``.

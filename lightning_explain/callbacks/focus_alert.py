@@ -35,7 +35,8 @@ class FocusAlert(Callback):
         stop_training: also stop the fit (``trainer.should_stop``) when the alert fires.
         name: a label used in the logged metrics and messages (default: ``monitor``).
 
-    Logged metrics (to every logger, at the step of the epoch's validation metrics, each validation epoch during ``fit``):
+    Logged metrics (to every logger, at the step of the epoch's validation metrics, each validation epoch during
+    ``fit``):
         - ``focus_alert/{name}/bad_epochs``: the current run of consecutive bad epochs.
         - ``focus_alert/{name}/fired``: 1.0 from the epoch the alert fired on, else 0.0.
 
@@ -127,8 +128,8 @@ class FocusAlert(Callback):
             self._warned_nan = True
             warnings.warn(
                 f"FocusAlert: {self.monitor!r} is NaN at epoch {epoch}, so it cannot count towards the alert (NaN "
-                "epochs neither count nor reset). The median is NaN when the number is undefined for most probe images, "
-                "e.g. border_lift on a grid so coarse that the border band covers every cell (pass "
+                "epochs neither count nor reset). The median is NaN when the number is undefined for most probe "
+                "images, e.g. border_lift on a grid so coarse that the border band covers every cell (pass "
                 "ExplainCallback(target_layer=<an earlier block>) or feed larger images), or constant maps.",
                 UserWarning,
                 stacklevel=2,

@@ -378,9 +378,7 @@ def check_probe(images: Tensor, mean: Sequence[float] | None = None, std: Sequen
         warnings.warn(f"ExplainCallback: {problem}", UserWarning, stacklevel=3)
 
 
-def normalisation_problem(
-    images: Tensor, mean: Sequence[float] | None, std: Sequence[float] | None
-) -> str | None:
+def normalisation_problem(images: Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> str | None:
     """Why the probe ``images`` do not look normalised with ``mean`` / ``std`` (None when they do, or when either is
     missing): undoing the normalisation (``x * std + mean``) must give pixels in about [0, 1] for display.
 

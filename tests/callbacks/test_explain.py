@@ -62,7 +62,7 @@ def test_every_n_epochs_and_method_subset(tmp_path):
     t, _ = _fit(tmp_path, cb, max_epochs=5)
     images = read_event_images(t.logger.log_dir)
     assert set(images) == {"explain/gradcam"}
-    assert [s for s, _ in images["explain/gradcam"]] == [3, 9, 15]  # epochs 0, 2, 4
+    assert [s for s, _ in images["explain/gradcam"]] == [2, 8, 14]  # epochs 0, 2, 4
 
 
 def test_grid_shows_heat_where_the_map_is(tmp_path):
@@ -408,7 +408,7 @@ def test_failure_at_a_later_epoch_warns_once_and_strict_raises(tmp_path):
     with pytest.warns(UserWarning, match="failed at epoch 1.*explanation broke.*strict=True"):
         t, _ = _fit(tmp_path, ExplainCallback(num_probe=2), model=BreaksLater(), max_epochs=3)
     assert t.current_epoch == 3
-    assert [s for s, _ in read_event_images(t.logger.log_dir)["explain/gradcam"]] == [3]
+    assert [s for s, _ in read_event_images(t.logger.log_dir)["explain/gradcam"]] == [2]
     with pytest.raises(RuntimeError, match="explanation broke"):
         _fit(tmp_path / "strict", ExplainCallback(num_probe=2, strict=True), model=BreaksLater(), max_epochs=3)
 

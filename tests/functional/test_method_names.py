@@ -9,7 +9,8 @@ from lightning_explain.functional import canonical_methods
 
 
 @pytest.mark.parametrize(
-    ("typo", "meant"), [("grad-cam", "gradcam"), ("smooth_grad", "smoothgrad"), ("integrated-gradients", "integrated_gradients")]
+    ("typo", "meant"),
+    [("grad-cam", "gradcam"), ("smooth_grad", "smoothgrad"), ("integrated-gradients", "integrated_gradients")],
 )
 def test_a_typo_suggests_the_closest_method(typo, meant):
     with pytest.raises(ValueError, match=rf"Did you mean '{meant}' for '{typo}'\?"):

@@ -81,7 +81,8 @@ def test_every_image_is_on_disk_when_fit_and_validate_return(tmp_path):
     assert steps["explain/gradcam"] == steps["explain/saliency"] == steps["explain/activations"] == [2, 5, 8]
     assert WRITER.pending() == 0
     t.validate(t.lightning_module, val)
-    assert _steps(tmp_path)["explain/gradcam"] == [2, 5, 8, 9]  # validate() after fit: the step Lightning logs its val_loss at
+    # validate() after fit: at the step Lightning logs its val_loss at (the batches trained so far)
+    assert _steps(tmp_path)["explain/gradcam"] == [2, 5, 8, 9]
 
 
 @pytest.mark.parametrize("error", [RuntimeError("disk on fire"), KeyboardInterrupt()], ids=["exception", "ctrl-c"])
