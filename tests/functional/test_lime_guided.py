@@ -109,7 +109,7 @@ def test_lime_correlates_with_captum_lime_on_the_same_superpixels_and_sample_cou
             perturbations_per_eval=64,
         )[0, 0]
         corr = torch.corrcoef(torch.stack([ours[b].flatten(), attr.flatten().float()]))[0, 1]
-        assert corr > 0.97, corr  # different random draws; measured 0.99+ (README)
+        assert corr > 0.97, corr  # different random draws; measured 0.99+ (docs/guides/methods.md)
 
 
 def test_lime_draws_from_its_own_generator_and_announces_its_loop(cnn):
