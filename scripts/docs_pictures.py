@@ -8,6 +8,7 @@
 Run (about two minutes on 2 CPU cores; it trains the demo's two models with the default settings)::
 
     make pictures                          # or: .venv/bin/python scripts/docs_pictures.py [--out docs]
+    .venv/bin/python scripts/docs_pictures.py --from runs/shortcut_demo/version_0   # from a demo run already made
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ from __future__ import annotations
 import argparse
 import io
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from lightning_explain.report import write_report
-from lightning_explain.report.events import Frame, read_run
-from lightning_explain.tools import demo
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's package, whichever is installed
+
+from lightning_explain.report import write_report  # noqa: E402
+from lightning_explain.report.events import Frame, read_run  # noqa: E402
+from lightning_explain.tools import demo  # noqa: E402
+
 ROWS = 3  # probe images shown per panel
 TITLE = 18  # px of the panel titles
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking"]
@@ -93,11 +97,15 @@ def report_screenshot(run: Path, out: Path, work: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where the pictures go (docs/)")
+    parser.add_argument("--from", dest="source", type=Path, help="a demo run's OUT/version_N instead of a new run")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        summary = demo.main(["--out", str(work / "demo"), "--quiet"])
-        runs = {name: Path(run["log_dir"]) for name, run in summary["runs"].items()}
+        if args.source is not None:
+            runs = {name: next((args.source / name).iterdir()) for name in ("shortcut", "clean")}
+        else:
+            summary = demo.main(["--out", str(work / "demo"), "--quiet"])
+            runs = {name: Path(run["log_dir"]) for name, run in summary["runs"].items()}
         print(gradcam_epochs(runs, args.out))
         print(report_screenshot(runs["clean"], args.out, work))
 
