@@ -2,8 +2,9 @@
 
 - ``docs/gradcam_epochs.png``: the demo's Grad-CAM grids (``explain/gradcam``, as logged to TensorBoard): the first
   three probe images of the "shortcut" model at its first and last epoch and of the "clean" model at its last epoch.
-- ``docs/html_report.png``: the HTML report of the demo's clean run (``lightning-explain report``) in headless
-  Chromium (Debian's ``chromium`` driven by playwright, no browser download), showing the slider at epoch 1.
+- ``docs/html_report.png``: the top of the HTML report of the demo's clean run (``lightning-explain report``) in
+  headless Chromium (Debian's ``chromium`` driven by playwright, no browser download), the first method's slider
+  (the channel activations) moved to epoch 1.
 
 Run (about two minutes on 2 CPU cores; it trains the demo's two models with the default settings)::
 
