@@ -8,7 +8,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 DEMO_ARGS ?=
 
-.PHONY: demo test lint bench install-dev browser
+.PHONY: demo test lint bench install-dev browser docs docs-serve tensorboard pictures dist
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,13 +35,35 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing and we are not root: the browser tests will skip (fail under CI=true)"; fi; }
 
-test: $(DEV_STAMP) browser
+test: $(DEV_STAMP) browser docs
 	$(PY) -m pytest
 
 lint: $(DEV_STAMP)
-	$(PY) -m ruff check lightning_explain tests examples benchmarks
-	$(PY) -m ruff format --check lightning_explain tests examples benchmarks
+	$(PY) -m ruff check lightning_explain tests examples benchmarks scripts
+	$(PY) -m ruff format --check lightning_explain tests examples benchmarks scripts
 	$(PY) -m mypy
 
 bench: $(DEV_STAMP)
 	$(PY) benchmarks/bench_probe_pass.py
+
+# The documentation site (mkdocs.yml, sources in docs/): built strictly (a broken link, a missing page or
+# reference, or a docstring that does not parse fails) into site/. The examples in it run in the tests
+# (tests/test_docs_examples.py).
+docs: $(DEV_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir site
+
+docs-serve: $(DEV_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve
+
+# TensorBoard on the demo's logs (or LOGDIR=...), from the environment's own script: no activation needed.
+LOGDIR ?= runs/shortcut_demo
+tensorboard: $(RUNTIME_STAMP)
+	$(VENV)/bin/tensorboard --logdir $(LOGDIR) --samples_per_plugin images=1000
+
+# Re-make every picture in docs/ (runs the demo, renders the report, screenshots it with headless Chromium).
+pictures: $(DEV_STAMP) browser
+	$(PY) scripts/docs_pictures.py
+
+# The sdist and the wheel, into dist/.
+dist: $(DEV_STAMP)
+	$(PY) -m build --outdir dist .

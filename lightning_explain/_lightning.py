@@ -13,7 +13,7 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["NAMESPACES", "Callback", "LightningDataModule", "is_fitting"]
+__all__ = ["NAMESPACES", "Callback", "LightningDataModule", "is_fitting", "logged_step"]
 
 
 def _namespace(name: str) -> ModuleType | None:
@@ -44,3 +44,17 @@ else:
 def is_fitting(trainer: Any) -> bool:
     """Whether ``trainer`` is in ``fit`` (its ``TrainerFn`` is a string enum in both namespaces)."""
     return bool(trainer.state.fn == "fit")
+
+
+def logged_step(trainer: Any) -> int:
+    """The step at which Lightning logs what is logged now: an epoch's validation metrics during ``fit`` land at the
+    step of the epoch's last training batch (``global_step - 1`` at validation end), so images logged at this step
+    line up with ``val_loss`` on TensorBoard's step axis. Outside ``fit`` (``validate()``, ``test()``) it is the
+    step Lightning's own ``log_metrics`` uses there: the batches trained so far (0 for a fresh trainer).
+    """
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    stepped = getattr(loop, "_batches_that_stepped", None)  # what Lightning's logger connector logs at
+    if isinstance(stepped, int):
+        return stepped
+    step = int(trainer.global_step)
+    return max(step - 1, 0) if is_fitting(trainer) and not getattr(trainer, "sanity_checking", False) else step

@@ -140,7 +140,7 @@ def _tv_vit() -> nn.Module:
     model = torchvision.models.VisionTransformer(
         image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=NUM_CLASSES
     )
-    # torchvision zero-initialises the head of a fresh ViT (README "Limitations"): every logit is 0 and every
+    # torchvision zero-initialises the head of a fresh ViT (docs/guides/inputs.md): every logit is 0 and every
     # gradient map is zero until it trains. Give the head the small random init timm uses.
     nn.init.trunc_normal_(model.heads.head.weight, std=0.02)
     return model

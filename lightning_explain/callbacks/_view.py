@@ -16,13 +16,14 @@ and passes the base's arguments on by keyword, so the type checker sees every on
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
-from lightning_explain._lightning import Callback, is_fitting
+from lightning_explain._lightning import Callback, is_fitting, logged_step
 from lightning_explain.callbacks import _defaults as D
 from lightning_explain.callbacks._progress import trainer_reporter
 from lightning_explain.capture import resolve_layer
@@ -39,6 +40,8 @@ from lightning_explain.epoch.probe import (
     BatchUnpacker,
     Probe,
     dataset_class_names,
+    dataset_targets,
+    describe_classes,
     first_val_loader,
     probe_from_dataloader,
     probe_from_dataset,
@@ -286,8 +289,25 @@ class ViewCallback(Callback):
             self.class_names = dataset_class_names(getattr(loader, "dataset", None))
         if self.probe_indices is not None:
             collate = getattr(loader, "collate_fn", None)
-            return probe_from_dataset(loader.dataset, self.probe_indices, collate_fn=collate, **unpack)
-        return probe_from_dataloader(loader, self.num_probe, owner=type(self).__name__, **unpack)
+            probe = probe_from_dataset(loader.dataset, self.probe_indices, collate_fn=collate, **unpack)
+        else:
+            probe = probe_from_dataloader(loader, self.num_probe, owner=type(self).__name__, **unpack)
+        if probe.labels is not None:
+            self._report_classes(trainer, probe.labels, dataset_targets(getattr(loader, "dataset", None)))
+        return probe
+
+    def _report_classes(self, trainer: pl.Trainer, labels: Tensor, known: Sequence[int] | None) -> None:
+        """Say on the console which classes the probe covers; warn when it misses a class the dataset has."""
+        line, missing = describe_classes(labels, self.class_names, known)
+        name = type(self).__name__
+        namespace = "lightning.pytorch" if type(trainer).__module__.startswith("lightning.") else "pytorch_lightning"
+        logging.getLogger(f"{namespace}.lightning_explain").info(f"{name}'s probe: {line}.")
+        if missing is not None:
+            self._warn_once(
+                "probe-classes",
+                f"{name}: {missing} (the probe covers {line}). Raise num_probe, or choose the images with "
+                "probe_indices=[...].",
+            )
 
     def _class_name(self, index: int) -> str:
         names = self.class_names
@@ -295,7 +315,7 @@ class ViewCallback(Callback):
 
     def _write(self, trainer: pl.Trainer, grids: dict[str, Tensor], texts: Mapping[str, str] | None = None) -> None:
         """Send ``grids`` (and TensorBoard ``texts``, tag -> text) to the loggers at the current step."""
-        step = trainer.global_step
+        step = logged_step(trainer)
         self._sink.write(
             trainer.loggers, grids, step=step, epoch=trainer.current_epoch, default_root_dir=trainer.default_root_dir
         )

@@ -52,8 +52,8 @@ class ActivationMaximization(ViewCallback):
         steps, lr, jitter, tv_weight, l2_weight, fourier, decay_power, seed, layer_layout: see
             :func:`~lightning_explain.functional.maximize_activation`.
         columns: cells per grid row.
-        mean, std, cell_size, class_names, input_key, label_key, unpack_batch, output_transform, tag_prefix,
-            strict: as in :class:`~lightning_explain.ExplainCallback` (``mean``/``std`` also normalise the input).
+        mean, std, cell_size, class_names, input_key, label_key, unpack_batch, output_transform, tag_prefix, strict: as
+            in :class:`~lightning_explain.ExplainCallback` (``mean``/``std`` also normalise the input).
 
     Logged images:
         - ``{tag_prefix}/activation_max/{layer}``: one cell per channel, captioned ``ch <index>: <activation>``

@@ -56,8 +56,9 @@ class ErrorAttribution(ViewCallback):
         max_rows: wrong probe images shown at most.
         num_confused: most confident wrong validation examples to explain; 0 switches the view off.
         max_batches: validation batches given an extra forward when the logits cannot be read (None = all).
-        num_probe, probe, probe_labels, every_n_epochs, mean, std, colormap, cell_size, class_names, input_key,
-            label_key, unpack_batch, output_transform, tag_prefix, strict: as in
+        num_probe, probe, probe_labels, every_n_epochs, mean, std, colormap, cell_size, class_names: as in
+            :class:`~lightning_explain.ExplainCallback`.
+        input_key, label_key, unpack_batch, output_transform, tag_prefix, strict: as in
             :class:`~lightning_explain.ExplainCallback`.
         target_layer: deprecated name of ``layer`` (a deprecation warning; removed in the next release).
         top_k: deprecated name of ``num_confused`` (a deprecation warning; removed in the next release).

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
-from lightning_explain._lightning import is_fitting
+from lightning_explain._lightning import is_fitting, logged_step
 from lightning_explain.callbacks import _defaults as D
 from lightning_explain.callbacks._renamed import renamed
 from lightning_explain.callbacks._view import ViewCallback, layer_name
@@ -37,6 +37,7 @@ from lightning_explain.epoch.messages import (
     NO_LABELS_ERROR,
     NO_VALIDATION_ERROR,
     NO_VALIDATION_WARNING,
+    coarse_warning,
     flat_warning,
     nonfinite_warning,
 )
@@ -109,7 +110,8 @@ class ExplainCallback(ViewCallback):
         target_layer: deprecated name of ``layer`` (a deprecation warning; removed in the next release).
         top_k: deprecated name of ``top_k_channels`` (a deprecation warning; removed in the next release).
 
-    Logged images (one per method, at ``trainer.global_step``; a row per probe image):
+    Logged images (one per method, at the step of the epoch's validation metrics, ``global_step - 1`` during ``fit``;
+    a row per probe image):
         - ``{tag_prefix}/gradcam``: input | Grad-CAM overlay.
         - ``{tag_prefix}/saliency``: input | saliency overlay.
         - ``{tag_prefix}/activations``: input | the ``top_k_channels`` most active channels of ``layer``.
@@ -289,28 +291,31 @@ class ExplainCallback(ViewCallback):
         check_probe(images, self.mean, self.std)
         check_probe_masks(self._probe)
         if self.targets == "label" and self._probe.labels is None:
-            raise ValueError(NO_LABELS_ERROR)
+            keys = self._probe.batch_keys
+            raise ValueError(NO_LABELS_ERROR + (f" The batches are dicts with keys {list(keys)}." if keys else ""))
         self._active, skipped = integer_skips(self.methods, images)
         if skipped is not None:
             warnings.warn(f"ExplainCallback: {skipped}", UserWarning, stacklevel=2)
         layered = any(m in LAYER_METHODS for m in self._active)
-        reason = "given as layer"
+        reason, finer = "given as layer", None
         if layered and self._layer_name is None:
             found = find_layer(pl_module, self._probe, self.targets, pl_module.device, self.output_transform)
-            self._layer_name, reason = found.name, found.reason
+            self._layer_name, reason, finer = found.name, found.reason, found.finer
         cheap = [m for m in self._active if m not in EXPENSIVE_METHODS] or ["gradcam"]
         result = self._compute(pl_module, cheap, limit=2)
         self._checked = True
         if layered and result.layer is not None and result.layout is not None:
-            self.layer_choice = LayerChoice(result.layer, result.layout, reason)
+            self.layer_choice = LayerChoice(result.layer, result.layout, reason, finer)
             self._report_layer(trainer, self.layer_choice)
+            if self.layer_choice.coarse:
+                self._warn_once("coarse-grid", coarse_warning(self.layer_choice))
 
     def _report_layer(self, trainer: pl.Trainer, choice: LayerChoice) -> None:
         """Say once, on the console and in TensorBoard's text, which layer is explained and why."""
         text = f"ExplainCallback explains layer {choice.describe()}."
         namespace = "lightning.pytorch" if type(trainer).__module__.startswith("lightning.") else "pytorch_lightning"
         logging.getLogger(f"{namespace}.lightning_explain").info(text)  # Lightning's own logger prints INFO
-        self._sink.write_text(trainer.loggers, f"{self.tag_prefix}/layer", text, step=trainer.global_step)
+        self._sink.write_text(trainer.loggers, f"{self.tag_prefix}/layer", text, step=logged_step(trainer))
 
     # ----------------------------------------------------------------------------------------- work
 
@@ -334,7 +339,7 @@ class ExplainCallback(ViewCallback):
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert self._probe is not None
-        epoch, step = trainer.current_epoch, trainer.global_step
+        epoch, step = trainer.current_epoch, logged_step(trainer)
         clock = self.stage_seconds = StageClock()
         results: list[ExplainResult] = []
         with clock.stage("maps"):

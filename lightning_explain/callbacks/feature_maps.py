@@ -36,8 +36,9 @@ class FeatureMaps(ViewCallback):
         num_images: probe images shown (rows).
         max_channels: channels shown per layer (the first ones, so the same channels every epoch).
         colormap: matplotlib colour map (default ``"viridis"``).
-        every_n_epochs, num_probe, probe, probe_labels, mean, std, cell_size, input_key, label_key,
-            unpack_batch, tag_prefix, strict: as in :class:`~lightning_explain.ExplainCallback`.
+        every_n_epochs, num_probe, probe, probe_labels, mean, std, cell_size: as in
+            :class:`~lightning_explain.ExplainCallback`.
+        input_key, label_key, unpack_batch, tag_prefix, strict: as in :class:`~lightning_explain.ExplainCallback`.
 
     Logged images:
         - ``{tag_prefix}/feature_maps/{layer}``: per layer, a row per image: input | channel 0 ... k-1.

@@ -38,7 +38,8 @@ class FilterGrid(ViewCallback):
         strict: re-raise failures instead of warning once.
 
     Logged images:
-        - ``{tag_prefix}/filters/{layer}``: the grid, at ``trainer.global_step`` (0 for the initial filters).
+        - ``{tag_prefix}/filters/{layer}``: the grid, at the step of the epoch's validation metrics (0 for the initial
+          filters).
 
     Example:
         >>> from pytorch_lightning import Trainer

@@ -12,7 +12,7 @@ import math
 import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
-from lightning_explain._lightning import Callback, is_fitting
+from lightning_explain._lightning import Callback, is_fitting, logged_step
 from lightning_explain.callbacks.explain import ExplainCallback
 from lightning_explain.epoch.checks import check_int
 
@@ -35,7 +35,8 @@ class FocusAlert(Callback):
         stop_training: also stop the fit (``trainer.should_stop``) when the alert fires.
         name: a label used in the logged metrics and messages (default: ``monitor``).
 
-    Logged metrics (to every logger, at ``trainer.global_step``, each validation epoch during ``fit``):
+    Logged metrics (to every logger, at the step of the epoch's validation metrics, each validation epoch during
+    ``fit``):
         - ``focus_alert/{name}/bad_epochs``: the current run of consecutive bad epochs.
         - ``focus_alert/{name}/fired``: 1.0 from the epoch the alert fired on, else 0.0.
 
@@ -72,6 +73,7 @@ class FocusAlert(Callback):
         self.bad_epochs = 0
         self.history: list[dict[str, Any]] = []
         self._warned_missing = False
+        self._warned_nan = False
 
     @property
     def state_key(self) -> str:
@@ -122,6 +124,16 @@ class FocusAlert(Callback):
                 )
             return False
         number = float(value)
+        if math.isnan(number) and not self._warned_nan:
+            self._warned_nan = True
+            warnings.warn(
+                f"FocusAlert: {self.monitor!r} is NaN at epoch {epoch}, so it cannot count towards the alert (NaN "
+                "epochs neither count nor reset). The median is NaN when the number is undefined for most probe "
+                "images, e.g. border_lift on a grid so coarse that the border band covers every cell (pass "
+                "ExplainCallback(target_layer=<an earlier block>) or feed larger images), or constant maps.",
+                UserWarning,
+                stacklevel=2,
+            )
         bad = not math.isnan(number) and self._is_bad(number)
         if not math.isnan(number):
             self.bad_epochs = self.bad_epochs + 1 if bad else 0
@@ -137,7 +149,7 @@ class FocusAlert(Callback):
                     f"focus_alert/{self.name}/bad_epochs": float(self.bad_epochs),
                     f"focus_alert/{self.name}/fired": fired,
                 },
-                step=trainer.global_step,
+                step=logged_step(trainer),
             )
         return fire and self.stop_training
 

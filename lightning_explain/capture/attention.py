@@ -116,8 +116,8 @@ def capture_attention(
         >>> model = torchvision.models.VisionTransformer(32, 8, 2, 2, 16, 32).eval()
         >>> with capture_attention(model) as attentions:
         ...     _ = model(torch.rand(1, 3, 32, 32))
-        >>> [tuple(a.shape) for a in attentions]
-        [(1, 2, 17, 17), (1, 2, 17, 17)]
+        >>> len(attentions), tuple(attentions[0].shape), tuple(attentions[1].shape)
+        (2, (1, 2, 17, 17), (1, 2, 17, 17))
     """
     if layout is None:
         from lightning_explain.functional.vit_layouts import vit_layout

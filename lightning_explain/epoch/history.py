@@ -58,17 +58,24 @@ class MapMetrics:
         self.first: dict[str, Tensor] = {}
         self.previous: dict[str, Tensor] = {}
 
-    def update(self, method: str, maps: Tensor, masks: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+    def update(
+        self,
+        method: str,
+        maps: Tensor,
+        masks: Mapping[str, Tensor] | None = None,
+        grid: tuple[int, int] | None = None,
+    ) -> dict[str, Tensor]:
         """Values ``[N]`` keyed ``focus/<metric>`` and ``drift/<metric>``; remembers ``maps`` for next time.
 
-        ``masks`` may hold ``"object"`` and ``"cue"`` masks ``[N, H, W]`` at the maps' resolution.
+        ``masks`` may hold ``"object"`` and ``"cue"`` masks ``[N, H, W]`` at the maps' resolution; ``grid`` is the
+        layer grid a layer method's maps were upsampled from (see :func:`~lightning_explain.functional.focus_report`).
         """
         masks = masks or {}
         maps = maps.detach().float().cpu()
         out = {
             f"focus/{name}": values
             for name, values in focus_report(
-                maps, masks.get("object"), masks.get("cue"), border_fraction=self.border_fraction
+                maps, masks.get("object"), masks.get("cue"), border_fraction=self.border_fraction, grid=grid
             ).items()
         }
         small = _downsample(maps, self.max_side)

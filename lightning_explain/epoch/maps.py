@@ -65,6 +65,8 @@ def merge_results(results: Sequence[ExplainResult]) -> ExplainResult:
         attention_heads=first("attention_heads"),
         attention_layers=first("attention_layers"),
         predicted=first("predicted"),
+        layer=next((r.layer for r in results if r.layer is not None), None),
+        layout=next((r.layout for r in results if r.layout is not None), None),
     )
 
 
@@ -74,9 +76,11 @@ def score_maps(
     """Per-image focus and drift values of every single-map method, keyed by logged tag; and those methods."""
     per_image: dict[str, Tensor] = {}
     scored = [m for m in methods if m != "activations"]
+    layer_grid = result.layout.grid if result.layout is not None else None
     for method in scored:
         n = result[method].shape[0]
-        values = metrics.update(method, result[method], {name: mask[:n] for name, mask in masks.items()})
+        grid = layer_grid if method in LAYER_METHODS else None
+        values = metrics.update(method, result[method], {name: mask[:n] for name, mask in masks.items()}, grid)
         per_image.update({f"{prefix}/{method}/{name}": v for name, v in values.items()})
     return per_image, scored
 

@@ -6,7 +6,14 @@ from collections.abc import Sequence
 
 from lightning_explain.functional.target_layer import LayerChoice
 
-__all__ = ["NO_LABELS_ERROR", "NO_VALIDATION_ERROR", "NO_VALIDATION_WARNING", "flat_warning", "nonfinite_warning"]
+__all__ = [
+    "NO_LABELS_ERROR",
+    "NO_VALIDATION_ERROR",
+    "NO_VALIDATION_WARNING",
+    "coarse_warning",
+    "flat_warning",
+    "nonfinite_warning",
+]
 
 #: ExplainCallback without validation data: with no probe (an error), with a probe (a warning).
 NO_VALIDATION_ERROR = (
@@ -39,4 +46,20 @@ def flat_warning(flat: Sequence[str], layer: LayerChoice, epoch: int) -> str:
         f"layer {layer.describe()}. The score does not depend on that layer's output yet (a zero-initialised "
         "branch, a class-token read-out) or the CAM's ReLU removes it all. If it stays flat, pass "
         "target_layer=<a later block: after the residual add, before global pooling>."
+    )
+
+
+def coarse_warning(layer: LayerChoice) -> str:
+    """The one warning for a layer whose grid is too coarse for maps that say much: what, why, and a finer layer."""
+    height, width = layer.layout.grid
+    fix = (
+        f"For finer maps pass target_layer={layer.finer.name!r} (a {layer.finer.layout.grid[0]} x "
+        f"{layer.finer.layout.grid[1]} grid), or feed larger images."
+        if layer.finer is not None
+        else "For finer maps pass target_layer=<an earlier block>, or feed larger images."
+    )
+    return (
+        f"ExplainCallback: layer {layer.name!r} has a {height} x {width} grid at this input size: every layer map is "
+        f"{height * width} blobs, and the border numbers cannot move (border_lift is NaN when the border band covers "
+        f"the whole grid). {fix}"
     )

@@ -3,6 +3,11 @@
 The probe is read once, by dataset index where the dataset allows it (no DataLoader iterator: creating one
 draws from the global RNG and may spawn worker processes), kept on the CPU, and moved to the model's device
 for each pass. Reading it never changes the global random number generators.
+
+By default the probe is drawn across the classes: when the dataset declares its labels without reading the images
+(``targets``, as torchvision's ``ImageFolder``, ``DatasetFolder``, CIFAR and MNIST do, also through ``Subset``), the
+classes take turns, each giving its samples in dataset order (:func:`balanced_indices`), so a dataset sorted by class
+does not give a probe of its first class only. Other datasets give their first samples.
 """
 
 from __future__ import annotations
@@ -22,10 +27,14 @@ from lightning_explain.capture import preserve_rng
 __all__ = [
     "BatchUnpacker",
     "Probe",
+    "balanced_indices",
     "check_probe",
     "dataset_class_names",
+    "dataset_targets",
+    "describe_classes",
     "first_val_loader",
     "masks_from_batch",
+    "normalisation_problem",
     "probe_from_dataloader",
     "probe_from_dataset",
     "sampled_indices",
@@ -38,11 +47,15 @@ BatchUnpacker = Callable[[Any], "tuple[Tensor, Tensor | None]"]
 
 @dataclass
 class Probe:
-    """The probe images ``[N, C, H, W]`` (CPU), their labels ``[N]`` when known, and named masks ``[N, H, W]``."""
+    """The probe images ``[N, C, H, W]`` (CPU), their labels ``[N]`` when known, and named masks ``[N, H, W]``.
+
+    ``batch_keys`` lists the keys of the (dict) batches it was read from, for messages about missing keys.
+    """
 
     images: Tensor
     labels: Tensor | None = None
     masks: dict[str, Tensor] = field(default_factory=dict)
+    batch_keys: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -135,6 +148,22 @@ def unpack_batch(
     return images, _as_labels(labels, int(images.shape[0])) if images.ndim > 0 else None
 
 
+def _dict_keys(batch: Any, label_key: str, unpacker: BatchUnpacker | None) -> tuple[str, ...] | None:
+    """The keys of a dict ``batch``; warns when it has no ``label_key`` (the probe then has no labels)."""
+    if not isinstance(batch, Mapping):
+        return None
+    keys = tuple(sorted(map(str, batch)))
+    if unpacker is None and label_key not in batch:
+        warnings.warn(
+            f"the validation batches are dicts with keys {list(keys)} but no {label_key!r}: the probe has no labels "
+            "(no true class in the captions; targets='label' cannot work). Pass label_key='<key of the labels>', "
+            "or unpack_batch=<callable returning (images, labels)>.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return keys
+
+
 def _finish(
     images: Tensor, labels: Tensor | None, masks: dict[str, Tensor], wanted: int, available: int, source: str
 ) -> Probe:
@@ -171,7 +200,9 @@ def probe_from_dataset(
         batch = (collate_fn or default_collate)(samples)
     images, labels = unpack_batch(batch, input_key=input_key, label_key=label_key, unpacker=unpacker)
     masks = masks_from_batch(batch, mask_keys or {}, int(images.shape[0]))
-    return _finish(images, labels, masks, len(indices), len(indices), "the dataset")
+    probe = _finish(images, labels, masks, len(indices), len(indices), "the dataset")
+    probe.batch_keys = _dict_keys(batch, label_key, unpacker)
+    return probe
 
 
 def probe_from_dataloader(
@@ -184,10 +215,11 @@ def probe_from_dataloader(
     mask_keys: Mapping[str, int | str] | None = None,
     owner: str = "the callback",
 ) -> Probe:
-    """The first ``num`` samples of ``loader``.
+    """``num`` samples of ``loader``, across the classes where the dataset declares its labels.
 
-    A map-style dataset behind a ``DataLoader`` is read by index (``dataset[0] .. dataset[num-1]``) and
-    collated with the loader's ``collate_fn``; anything else is iterated, with the RNG states restored after.
+    A map-style dataset behind a ``DataLoader`` is read by index and collated with the loader's ``collate_fn``:
+    the indices of :func:`balanced_indices` when :func:`dataset_targets` finds its labels, else
+    ``dataset[0] .. dataset[num-1]``; anything else is iterated, with the RNG states restored after.
     A loader with fewer samples gives what it has, with a warning. ``owner`` names the reader in the error of an
     empty loader.
     """
@@ -201,24 +233,30 @@ def probe_from_dataloader(
             if size == 0:
                 raise ValueError(f"the validation dataset is empty; {owner} has no images to explain.")
             count = min(num, size)
+            targets = dataset_targets(dataset)
             probe = probe_from_dataset(
                 dataset,
-                range(count),
+                balanced_indices(targets, count) if targets is not None else range(count),
                 collate_fn=loader.collate_fn,
                 input_key=input_key,
                 label_key=label_key,
                 unpacker=unpacker,
                 mask_keys=mask_keys,
             )
-            return _finish(probe.images, probe.labels, probe.masks, num, count, "the validation dataset")
+            finished = _finish(probe.images, probe.labels, probe.masks, num, count, "the validation dataset")
+            finished.batch_keys = probe.batch_keys
+            return finished
 
     images: list[Tensor] = []
     labels: list[Tensor | None] = []
     masks: list[dict[str, Tensor]] = []
     seen = 0
+    keys: tuple[str, ...] | None = None
     with preserve_rng():
         for batch in loader:
             x, y = unpack_batch(batch, input_key=input_key, label_key=label_key, unpacker=unpacker)
+            if not images:
+                keys = _dict_keys(batch, label_key, unpacker)
             images.append(x)
             labels.append(y)
             masks.append(masks_from_batch(batch, mask_keys or {}, int(x.shape[0])))
@@ -229,7 +267,83 @@ def probe_from_dataloader(
         raise ValueError(f"the validation dataloader is empty; {owner} has no images to explain.")
     all_labels = None if any(y is None for y in labels) else torch.cat([y for y in labels if y is not None])
     all_masks = {name: torch.cat([m[name] for m in masks]) for name in masks[0]}
-    return _finish(torch.cat(images), all_labels, all_masks, num, seen, "the validation dataloader")
+    probe = _finish(torch.cat(images), all_labels, all_masks, num, seen, "the validation dataloader")
+    probe.batch_keys = keys
+    return probe
+
+
+def dataset_targets(dataset: Any) -> list[int] | None:
+    """The class index of every sample, when the dataset declares them without reading its images: ``targets``
+    (torchvision's ``ImageFolder``, ``DatasetFolder``, CIFAR, MNIST), also through ``Subset``; None otherwise.
+
+    Example:
+        >>> class Folder(torch.utils.data.Dataset):
+        ...     targets = [0, 0, 1, 1, 2]
+        ...     def __len__(self):
+        ...         return 5
+        >>> dataset_targets(torch.utils.data.Subset(Folder(), [4, 0]))
+        [2, 0]
+    """
+    chain: list[Any] = []
+    for _ in range(4):  # Subset of a Subset of ...
+        targets = getattr(dataset, "targets", None)
+        if targets is not None:
+            try:
+                labels = torch.as_tensor(targets)
+            except (TypeError, ValueError, RuntimeError):
+                return None
+            if labels.ndim != 1 or labels.is_floating_point() or labels.is_complex():
+                return None
+            values: list[int] = labels.tolist()
+            for subset in reversed(chain):
+                values = [values[int(i)] for i in subset.indices]
+            return values
+        if not hasattr(dataset, "indices") or not hasattr(dataset, "dataset"):
+            return None
+        chain.append(dataset)
+        dataset = dataset.dataset
+    return None
+
+
+def balanced_indices(targets: Sequence[int], num: int) -> list[int]:
+    """``num`` dataset indices drawn across the classes: the classes take turns (in class order), each giving its
+    samples in dataset order; returned in dataset order. Deterministic.
+
+    Example:
+        >>> balanced_indices([0, 0, 0, 0, 1, 1, 2], 5)
+        [0, 1, 4, 5, 6]
+    """
+    by_class: dict[int, list[int]] = {}
+    for index, label in enumerate(targets):
+        by_class.setdefault(int(label), []).append(index)
+    queues = [by_class[c] for c in sorted(by_class)]
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < num and any(depth < len(q) for q in queues):
+        chosen.extend(q[depth] for q in queues if depth < len(q))
+        depth += 1
+    return sorted(chosen[:num])
+
+
+def describe_classes(
+    labels: Tensor, class_names: Sequence[str] | None = None, known: Sequence[int] | None = None
+) -> tuple[str, str | None]:
+    """One line naming the classes the probe's ``labels`` cover (with counts), and a warning naming the classes
+    of ``known`` (or of ``class_names``) that the probe misses (None when it misses none).
+
+    Example:
+        >>> describe_classes(torch.tensor([0, 0, 1]), ["cat", "dog", "fox"])
+        ('3 images: cat x2, dog x1', "no probe image of class ['fox']")
+    """
+    counts = torch.bincount(labels.clamp_min(0)).tolist() if labels.numel() else []
+
+    def name(c: int) -> str:
+        return class_names[c] if class_names is not None and 0 <= c < len(class_names) else str(c)
+
+    line = f"{labels.numel()} images: " + ", ".join(f"{name(c)} x{n}" for c, n in enumerate(counts) if n)
+    universe = sorted(set(known)) if known is not None else list(range(len(class_names or [])))
+    missing = [name(c) for c in universe if c >= len(counts) or counts[c] == 0]
+    return line, (f"no probe image of class {missing}" if missing else None)
 
 
 def check_probe(images: Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
@@ -239,7 +353,8 @@ def check_probe(images: Tensor, mean: Sequence[float] | None = None, std: Sequen
         ValueError: ``mean`` / ``std`` have neither one value nor one per channel.
 
     Warns:
-        UserWarning: some probe images hold NaN or inf (their maps will be NaN and shown blank).
+        UserWarning: some probe images hold NaN or inf (their maps will be NaN and shown blank); with ``mean`` and
+            ``std``, the images do not look normalised with them (:func:`normalisation_problem`).
     """
     channels = int(images.shape[1])
     for name, values in (("mean", mean), ("std", std)):
@@ -258,6 +373,44 @@ def check_probe(images: Tensor, mean: Sequence[float] | None = None, std: Sequen
                 UserWarning,
                 stacklevel=3,
             )
+    problem = normalisation_problem(images, mean, std)
+    if problem is not None:
+        warnings.warn(f"ExplainCallback: {problem}", UserWarning, stacklevel=3)
+
+
+def normalisation_problem(images: Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> str | None:
+    """Why the probe ``images`` do not look normalised with ``mean`` / ``std`` (None when they do, or when either is
+    missing): undoing the normalisation (``x * std + mean``) must give pixels in about [0, 1] for display.
+
+    Example:
+        >>> normalisation_problem(torch.full((1, 3, 4, 4), 200.0), [0.5] * 3, [0.25] * 3)[:52]
+        'after undoing mean/std the probe pixels reach 50.5, '
+    """
+    if mean is None or std is None or not images.is_floating_point() or images.numel() == 0:
+        return None
+    channels = int(images.shape[1])
+    m = torch.tensor([float(v) for v in mean], dtype=torch.float64).expand(channels).reshape(1, -1, 1, 1)
+    s = torch.tensor([float(v) for v in std], dtype=torch.float64).expand(channels).reshape(1, -1, 1, 1)
+    raw = images.detach().double()
+    shown = raw * s + m
+    finite = torch.isfinite(shown)
+    if not bool(finite.any()):
+        return None
+    low, high = float(shown[finite].min()), float(shown[finite].max())
+    if high > 1.5 or low < -0.5:
+        scale = " (0-255 images: divide by 255 before normalising, e.g. ToTensor)" if high > 10 else ""
+        return (
+            f"after undoing mean/std the probe pixels reach {high:.1f}, and go down to {low:.2f}, outside the "
+            f"display range [0, 1]: the images are not normalised with mean={list(mean)}, std={list(std)}{scale}. "
+            "Pass the transform's own mean/std, or none if it does not normalise; the input cells are shown clipped."
+        )
+    if float(raw[torch.isfinite(raw)].min()) >= 0 and float(m.max()) > 0.05:
+        return (
+            f"the probe images hold no negative value, as images that were never normalised do; undoing "
+            f"mean={list(mean)}, std={list(std)} squeezes them into [{low:.2f}, {high:.2f}] (washed out). If the "
+            "transform does not normalise, pass no mean/std."
+        )
+    return None
 
 
 def dataset_class_names(dataset: Any) -> list[str] | None:

@@ -210,13 +210,21 @@ def focus_report(
     cue_masks: Tensor | None = None,
     *,
     border_fraction: float = 0.1,
+    grid: tuple[int, int] | None = None,
 ) -> dict[str, Tensor]:
     """Every focus metric per image ``[B]``, by name.
 
     With object masks: ``energy_in_object``, ``object_area``, ``lift``, ``mask_auc``, ``pointing_game``. With
     cue masks: ``energy_in_cue``, ``cue_area``, ``cue_lift``. Always (the no-mask heuristic):
     ``border_energy``, ``border_area`` and ``border_lift`` (> 0: the border holds more than its share of the
-    map, a sign of background focus).
+    map, a sign of background focus). ``grid``: the cells the maps were upsampled from (a layer map's grid; None:
+    the maps' own pixels). On a grid of at most 2 x 2 cells every cell holds the same share of the border band, so
+    ``border_lift`` cannot move (it is 0 for every map) and is NaN instead.
+
+    Example:
+        >>> maps = torch.rand(1, 2, 2).repeat_interleave(16, 1).repeat_interleave(16, 2)  # a 2 x 2 map at 32 px
+        >>> focus_report(maps)["border_lift"].abs().item() < 1e-6, focus_report(maps, grid=(2, 2))["border_lift"]
+        (True, tensor([nan]))
     """
     maps = _check(maps)
     out: dict[str, Tensor] = {}
@@ -233,7 +241,9 @@ def focus_report(
     border = border_mask(maps.shape[-2], maps.shape[-1], border_fraction, maps.device).expand_as(maps)
     out["border_energy"] = energy_in_mask(maps, border)
     out["border_area"] = mask_area(border)
-    out["border_lift"] = lift(maps, border)
+    lifted = lift(maps, border)
+    cells = grid if grid is not None else (maps.shape[-2], maps.shape[-1])
+    out["border_lift"] = torch.full_like(lifted, _NAN) if max(cells) <= 2 else lifted
     return out
 
 

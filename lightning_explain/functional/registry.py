@@ -9,6 +9,7 @@ registered specs, so a method registered later (by a user, or a test) appears in
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -69,7 +70,11 @@ def canonical_methods(methods: Sequence[str] | str) -> tuple[str, ...]:
         methods = (methods,)
     specs = [method_spec(m) for m in methods]
     if not specs or any(spec is None for spec in specs):
-        raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}; got {list(methods)}.")
+        known = [name for spec in registered_methods() for name in (spec.name, *spec.aliases)]
+        unknown = [m for m, spec in zip(methods, specs, strict=True) if spec is None]
+        close = {m: difflib.get_close_matches(m, known, n=1) for m in unknown}
+        hint = "".join(f" Did you mean {c[0]!r} for {m!r}?" for m, c in close.items() if c)
+        raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}; got {list(methods)}.{hint}")
     return tuple(dict.fromkeys(spec.name for spec in specs if spec is not None))
 
 

@@ -40,10 +40,12 @@ from lightning_explain.functional.layouts import (
 from lightning_explain.functional.targets import OutputTransform, Targets
 from lightning_explain.functional.vit_layouts import default_token_layer, find_vit_layout
 
-__all__ = ["LayerChoice", "default_layer", "locate_layer"]
+__all__ = ["FINE_GRID", "LayerChoice", "default_layer", "locate_layer"]
 
 #: How many of the last candidates the gradient pass checks.
 CANDIDATES_CHECKED = 6
+#: A grid with a side under this many cells is coarse (:attr:`LayerChoice.coarse`).
+FINE_GRID = 4
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
@@ -55,11 +57,19 @@ class LayerChoice:
         name: dotted module name.
         layout: how its output reads as ``[B, C, H, W]``.
         reason: one sentence for the console and the logs.
+        finer: when this layer's grid is coarse (a side under :data:`FINE_GRID` cells), the last earlier block with
+            a finer grid, to suggest; None otherwise.
     """
 
     name: str
     layout: FeatureLayout
     reason: str
+    finer: LayerChoice | None = None
+
+    @property
+    def coarse(self) -> bool:
+        """Whether a side of the layer's grid has fewer than :data:`FINE_GRID` cells (every map a few blobs)."""
+        return min(self.layout.grid) < FINE_GRID
 
     def describe(self) -> str:
         """E.g. ``"'layer4.1' (nchw [B, C, 2, 2]): the last block ..."``."""
@@ -178,6 +188,23 @@ def locate_layer(
         if bool(torch.isfinite(grad).all()) and bool(grad.abs().amax() > 0):
             call, layout = checked[_innermost(checked, index)]
             late = "the last block" if index == len(checked) - 1 else "the last block the score depends on"
-            return LayerChoice(call.name, layout, f"{late} with a spatial grid before global pooling")
+            return _with_finer(
+                LayerChoice(call.name, layout, f"{late} with a spatial grid before global pooling"), units
+            )
     call, layout = checked[_innermost(checked, len(checked) - 1)]
-    return LayerChoice(call.name, layout, "the last block with a spatial grid (no gradient reaches any yet)")
+    return _with_finer(
+        LayerChoice(call.name, layout, "the last block with a spatial grid (no gradient reaches any yet)"), units
+    )
+
+
+def _with_finer(choice: LayerChoice, units: list[tuple[ModuleCall, FeatureLayout]]) -> LayerChoice:
+    """``choice`` with the last earlier block whose grid has at least :data:`FINE_GRID` cells a side, when its own
+    grid is coarser."""
+    if not choice.coarse:
+        return choice
+    for index in range(len(units) - 1, -1, -1):
+        if min(units[index][1].grid) >= FINE_GRID:
+            call, layout = units[_innermost(units, index)]
+            finer = LayerChoice(call.name, layout, "the last block with at least a 4 x 4 grid")
+            return LayerChoice(choice.name, choice.layout, choice.reason, finer)
+    return choice

@@ -42,7 +42,8 @@ def write_report(logdir: str | Path, output: str | Path, *, quiet: bool = False)
         quiet: no progress bars and no closing line on stderr.
 
     Raises:
-        FileNotFoundError: when ``logdir`` holds no event files.
+        FileNotFoundError: when ``logdir`` holds no event files, or event files without any image (no explanation
+            to show: the callbacks were not in the run, or it logged to another logger).
     """
     root = Path(logdir)
     paths = find_runs(root)
@@ -58,6 +59,12 @@ def write_report(logdir: str | Path, output: str | Path, *, quiet: bool = False)
             runs.append(read_run(path, name))
             reading.set_postfix_str(name, refresh=False)
             reading.update()
+    if not any(r.images for r in runs):
+        raise FileNotFoundError(
+            f"the event files under {root} ({len(runs)} run{'s' * (len(runs) != 1)}) hold no images: the report shows "
+            "the image grids lightning_explain's callbacks log (tags like 'explain/gradcam', with their "
+            "'.../layout' texts). Pass the log dir of a run with ExplainCallback and a TensorBoardLogger."
+        )
     with _progress(sum(len(r.images) for r in runs), "rendering", quiet) as rendering:
         text = render_html(runs, f"lightning_explain report: {root.name}", rendering)
     out = Path(output)

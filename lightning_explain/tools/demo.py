@@ -30,6 +30,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -283,6 +286,25 @@ def print_table(runs: dict[str, dict[str, Any]]) -> None:
         print(f"{name:<10}alert epoch: {run['alert_epoch']}")
 
 
+def runnable(name: str) -> str:
+    """``name``, a console script of this environment, as it runs when typed: the bare name when the shell finds
+    this environment's script under it (the environment is activated), else the script's path (relative to the
+    working directory when it lies under it, e.g. ``.venv/bin/tensorboard``).
+
+    Example:
+        >>> runnable("no-such-script-here")
+        'no-such-script-here'
+    """
+    script = Path(sys.executable).parent / name
+    if not script.exists():
+        return name
+    found = shutil.which(name)
+    if found is not None and Path(found).resolve() == script.resolve():
+        return name
+    relative = os.path.relpath(script, Path.cwd())
+    return relative if not relative.startswith("..") else str(script)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         prog="lightning-explain demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -334,13 +356,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"\nThis run's logs: {run_dir} (each run of the demo gets a new version_N folder)")
     print(f"Summary: {run_dir / 'summary.json'} (copied to {args.out / 'summary.json'})")
     print(f"View the logs with (every run under {args.out}, this one as {run_dir.name}/...):")
-    print(f"  tensorboard --logdir {args.out} --samples_per_plugin images=1000")
+    print(f"  {runnable('tensorboard')} --logdir {args.out} --samples_per_plugin images=1000")
     if args.report is not None:
         from lightning_explain.report import write_report
 
         print(f"HTML report: {write_report(run_dir, args.report, quiet=args.quiet)}")
     else:
-        print(f"or this run as one HTML file:\n  lightning-explain report {run_dir} -o {run_dir / 'report.html'}")
+        report = run_dir / "report.html"
+        print(f"or this run as one HTML file:\n  {runnable('lightning-explain')} report {run_dir} -o {report}")
     return summary
 
 

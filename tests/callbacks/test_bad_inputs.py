@@ -1,6 +1,6 @@
-"""What each bad input gets: one list of cases, the same as the README table "Inputs: what works and what gets an
-error". Every case runs for real (a Trainer fit or the constructor) and checks the exact text the user sees; a
-second test checks that every case id is in the README table, so the two stay in sync."""
+"""What each bad input gets: one list of cases, the same as the table of the documentation page "Inputs and errors"
+(docs/guides/inputs.md). Every case runs for real (a Trainer fit or the constructor) and checks the exact text the
+user sees; a second test checks that every case id is in that table, so the two stay in sync."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lightning_explain import ExplainCallback, FeatureInversion
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+#: The documentation page with the table (it was in the README before the documentation site).
+INPUTS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "guides" / "inputs.md"
 
 
 def _fit(tmp_path: Path, cb: ExplainCallback, model: nn.Module | None = None, val: Any = "default", **kwargs: Any):
@@ -114,7 +115,7 @@ CASES = [
     Case(
         "method_typo",
         "ValueError",
-        "; got ['gradcam', 'gradcm'].",
+        "; got ['gradcam', 'gradcm']. Did you mean 'gradcam' for 'gradcm'?",
         lambda p: ExplainCallback(methods=("gradcam", "gradcm")),
     ),
     Case(
@@ -270,9 +271,9 @@ def test_bad_input_gets_the_documented_message(tmp_path, case):
         assert type(info.value).__name__ == case.kind
 
 
-def test_every_case_is_in_the_readme_table():
-    text = README.read_text()
-    section = text[text.index("## Inputs: what works and what gets an error") :]
+def test_every_case_is_in_the_docs_table():
+    text = INPUTS_PAGE.read_text()
+    section = text[text.index("# Inputs and errors") :]
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     ids = [re.match(r"\| `([a-z0-9_]+)`", row).group(1) for row in rows]
     assert ids == [c.id for c in CASES]

@@ -49,7 +49,7 @@ def test_logs_one_grid_per_method_per_epoch_to_tensorboard(tmp_path):
     images = read_event_images(t.logger.log_dir)
     assert set(images) == TAGS
     steps = [step for step, _ in images["explain/gradcam"]]
-    assert steps == [3, 6, 9]  # 3 training batches per epoch; the sanity check logs nothing
+    assert steps == [2, 5, 8]  # 3 training batches per epoch, at val_loss's steps; the sanity check logs nothing
     _, grid = images["explain/gradcam"][-1]
     # 5 probe rows of 16x16 images enlarged 8x to 128 px, two columns (input | overlay), 2 px padding.
     assert grid.shape == (5 * ROW + 2, 2 * 130 + 2, 3)
@@ -62,7 +62,7 @@ def test_every_n_epochs_and_method_subset(tmp_path):
     t, _ = _fit(tmp_path, cb, max_epochs=5)
     images = read_event_images(t.logger.log_dir)
     assert set(images) == {"explain/gradcam"}
-    assert [s for s, _ in images["explain/gradcam"]] == [3, 9, 15]  # epochs 0, 2, 4
+    assert [s for s, _ in images["explain/gradcam"]] == [2, 8, 14]  # epochs 0, 2, 4
 
 
 def test_grid_shows_heat_where_the_map_is(tmp_path):
@@ -214,7 +214,7 @@ def test_probe_is_the_first_validation_samples_and_survives_resume(tmp_path):
     t2.fit(TinyCNN(), train, other_val, ckpt_path=str(ckpt_dir / "last.ckpt"))
     assert torch.equal(resumed._probe.images, cb._probe.images)
     steps = [s for s, _ in read_event_images(t2.logger.log_dir)["explain/gradcam"]]
-    assert steps == [9, 12]
+    assert steps == [8, 11]
 
 
 def test_frozen_backbone_inplace_relu_and_bf16_mixed(tmp_path):
@@ -408,7 +408,7 @@ def test_failure_at_a_later_epoch_warns_once_and_strict_raises(tmp_path):
     with pytest.warns(UserWarning, match="failed at epoch 1.*explanation broke.*strict=True"):
         t, _ = _fit(tmp_path, ExplainCallback(num_probe=2), model=BreaksLater(), max_epochs=3)
     assert t.current_epoch == 3
-    assert [s for s, _ in read_event_images(t.logger.log_dir)["explain/gradcam"]] == [3]
+    assert [s for s, _ in read_event_images(t.logger.log_dir)["explain/gradcam"]] == [2]
     with pytest.raises(RuntimeError, match="explanation broke"):
         _fit(tmp_path / "strict", ExplainCallback(num_probe=2, strict=True), model=BreaksLater(), max_epochs=3)
 
@@ -436,15 +436,15 @@ def test_no_image_logger_writes_pngs_with_one_warning(tmp_path):
     assert sum("no logger in the Trainer" in str(w.message) for w in record) == 1
     root = Path(logger.log_dir) / "explain_images" / "explain"
     assert sorted(p.name for p in (root / "gradcam").iterdir()) == [
-        "epoch=0000-step=0000003.png",
-        "epoch=0001-step=0000006.png",
+        "epoch=0000-step=0000002.png",
+        "epoch=0001-step=0000005.png",
     ]
     assert {p.name for p in root.iterdir()} == {"gradcam", "saliency", "activations"}
 
     t2 = trainer(tmp_path / "none", logger=False, callbacks=[ExplainCallback(num_probe=2)], max_epochs=1)
     with pytest.warns(UserWarning, match="PNG files under"):
         t2.fit(TinyCNN(), *loaders())
-    assert (tmp_path / "none" / "explain_images" / "explain" / "saliency" / "epoch=0000-step=0000003.png").exists()
+    assert (tmp_path / "none" / "explain_images" / "explain" / "saliency" / "epoch=0000-step=0000002.png").exists()
 
 
 def test_log_image_loggers_receive_the_grids(tmp_path):
@@ -472,7 +472,7 @@ def test_log_image_loggers_receive_the_grids(tmp_path):
     t = trainer(tmp_path, logger=[tb, img_logger], callbacks=[cb], max_epochs=1)
     t.fit(TinyCNN(), *loaders())
     assert {k for k, _, _ in img_logger.images} == TAGS
-    assert all(step == 3 and shape[2] == 3 for _, step, shape in img_logger.images)
+    assert all(step == 2 and shape[2] == 3 for _, step, shape in img_logger.images)
     assert set(read_event_images(tb.log_dir)) == TAGS
 
 

@@ -64,7 +64,7 @@ def _assert_rank_zero_only(out: Path, tags: set[str] = TAGS) -> None:
     images = read_event_images(log_dir)
     assert set(images) == tags
     # 24 training samples, batch 4, 2 ranks: 3 steps per epoch; exactly one image per tag per epoch.
-    assert all([step for step, _ in events] == [3, 6] for events in images.values())
+    assert all([step for step, _ in events] == [2, 5] for events in images.values())
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def test_fsdp2_every_rank_joins_the_passes_and_rank_zero_alone_logs(fsdp2_run):
     images = read_event_images(log_dir)
     views = {"errors/probe", "errors/most_confused", "feature_maps/features.3", "inversion/features.3"}
     assert set(images) >= TAGS | {f"explain/{v}" for v in views} | {"explain/filters/features.0"}
-    assert all([step for step, _ in images[tag]] == [3, 6] for tag in TAGS)
+    assert all([step for step, _ in images[tag]] == [2, 5] for tag in TAGS)
     scalars = read_event_scalars(log_dir)
     assert "explain/tcav/dim/cav_accuracy" in scalars and "explain/errors/max_wrong_confidence" in scalars
 

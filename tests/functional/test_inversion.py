@@ -84,7 +84,7 @@ def test_callback_logs_reconstructions_every_n_epochs(tmp_path):
     t = trainer(tmp_path, logger=TensorBoardLogger(str(tmp_path), name="tb"), callbacks=[cb], max_epochs=3)
     t.fit(TinyCNN(), train, val)
     images = read_event_images(t.logger.log_dir)
-    assert [s for s, _ in images["explain/inversion/features.3"]] == [3, 9]  # epochs 0 and 2
+    assert [s for s, _ in images["explain/inversion/features.3"]] == [2, 8]  # epochs 0 and 2
     _, grid = images["explain/inversion/features.3"][-1]
     assert grid.shape[:2] == (2 * (12 + 32 + 2) + 2, 2 * 34 + 2)  # 2 rows (caption band + cell), 2 columns
     assert float(t.callback_metrics["explain/inversion/features.3/feature_distance"]) < 1.0

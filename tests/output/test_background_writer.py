@@ -91,10 +91,11 @@ def test_every_image_is_on_disk_when_fit_and_validate_return(tmp_path):
     t, _cb, train, val = _run(tmp_path)
     t.fit(TinyCNN(), train, val)
     steps = _steps(tmp_path)
-    assert steps["explain/gradcam"] == steps["explain/saliency"] == steps["explain/activations"] == [3, 6, 9]
+    assert steps["explain/gradcam"] == steps["explain/saliency"] == steps["explain/activations"] == [2, 5, 8]
     assert _writer(t).pending() == 0
     t.validate(t.lightning_module, val)
-    assert _steps(tmp_path)["explain/gradcam"] == [3, 6, 9, 9]
+    # validate() after fit: at the step Lightning logs its val_loss at (the batches trained so far)
+    assert _steps(tmp_path)["explain/gradcam"] == [2, 5, 8, 9]
 
 
 @pytest.mark.parametrize("error", [RuntimeError("disk on fire"), KeyboardInterrupt()], ids=["exception", "ctrl-c"])
@@ -106,7 +107,7 @@ def test_every_image_is_on_disk_when_training_stops_on_an_exception(tmp_path, er
         t.fit(TinyCNN(), train, val)
     assert stop.in_flight > 0  # the images of epoch 1 were still being written when training stopped
     steps = _steps(tmp_path)
-    assert steps["explain/gradcam"] == steps["explain/activations"] == [3, 6]
+    assert steps["explain/gradcam"] == steps["explain/activations"] == [2, 5]
 
 
 def test_two_trainers_one_after_the_other_each_write_their_images_and_leave_no_thread(tmp_path):
@@ -197,7 +198,7 @@ def test_png_files_are_written_in_the_background_and_flushed(tmp_path):
     files = sorted(
         p.name for p in (tmp_path / "csv" / "version_0" / "explain_images" / "explain" / "gradcam").iterdir()
     )
-    assert files == ["epoch=0000-step=0000003.png", "epoch=0001-step=0000006.png"]
+    assert files == ["epoch=0000-step=0000002.png", "epoch=0001-step=0000005.png"]
 
 
 def test_background_writer_bounds_its_queue_and_reports_errors_on_flush():
@@ -335,7 +336,7 @@ def test_opted_in_crc_is_installed_and_writes_the_bytes_tensorboard_would(tmp_pa
     t, _cb, train, val = _run(tmp_path, epochs=1)
     t.fit(TinyCNN(), train, val)
     assert record_writer.masked_crc32c is masked_crc32c  # installed by the first TensorBoard image
-    assert _steps(tmp_path)["explain/gradcam"] == [3]  # TensorBoard reads the records back (it checks the CRCs)
+    assert _steps(tmp_path)["explain/gradcam"] == [2]  # TensorBoard reads the records back (it checks the CRCs)
     (events,) = (tmp_path / "tb" / "version_0").glob("events.out.tfevents.*")
     records = _records(events)
     assert max(len(data) for data, _, _ in records) > 4096  # the image records, checksummed in vectorised chunks

@@ -55,7 +55,7 @@ def test_csv_logger_gets_png_folders_next_to_metrics_csv(tmp_path):
     tree = _png_tree(log_dir / "explain_images")
     assert set(tree) == set(TAGS)
     for tag, paths in tree.items():
-        assert [p.name for p in paths] == ["epoch=0000-step=0000002.png", "epoch=0001-step=0000004.png"], tag
+        assert [p.name for p in paths] == ["epoch=0000-step=0000001.png", "epoch=0001-step=0000003.png"], tag
         for path in paths:
             probe_rows_match(_rgb(path), callback._probe.images, 32)  # type: ignore[union-attr]
 

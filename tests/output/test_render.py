@@ -91,7 +91,7 @@ def _outside_the_band(pixels: np.ndarray, cell: int) -> np.ndarray:
 
 
 def test_a_caption_longer_than_its_cell_is_drawn_whole_inside_the_cell():
-    text = "#0 y=square p=square"  # the README picture's caption: 103 px at the default 10 px font
+    text = "#0 y=square p=square"  # the docs picture's caption: 103 px at the default 10 px font
     pixels, cell = _captioned_cell(text, 48, 128)
     assert cell == 96
     assert (_outside_the_band(pixels, cell) == 255).all()  # no text pixel beyond the cell's band

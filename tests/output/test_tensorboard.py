@@ -1,6 +1,6 @@
 """A real TensorBoard server over a real run: the images (every epoch), the scalars, and the dashboard in Chromium.
 
-The server is started as the README says (``--samples_per_plugin images=1000``) on 127.0.0.1 and a free port,
+The server is started as the docs say (``--samples_per_plugin images=1000``) on 127.0.0.1 and a free port,
 and read over HTTP like the browser does. The shared run has 11 epochs: with TensorBoard's default of 10 images
 per tag one epoch would be missing. ``images=0`` (often advised) serves no image at all with TensorBoard 2.21:
 the images plugin passes the 0 on as its downsampling target (tested below).
@@ -161,7 +161,7 @@ def test_tensorboard_images_dashboard_shows_the_grid(explained_run, tensorboard,
 
 
 def test_samples_per_plugin_images_0_serves_no_images(explained_run, tmp_path):
-    """Why the README says ``images=1000``: with the pinned TensorBoard, ``images=0`` hides every image."""
+    """Why the docs say ``images=1000``: with the pinned TensorBoard, ``images=0`` hides every image."""
     with serve(explained_run["root"], "images=0", tmp_path / "server.log") as base:
         assert "explain/gradcam" in _json(f"{base}/data/plugin/images/tags")["tiny/v0"]
         query = urllib.parse.urlencode({"run": "tiny/v0", "tag": "explain/gradcam"})
