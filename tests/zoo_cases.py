@@ -1,7 +1,7 @@
 """The model zoo: architectures from torchvision, timm and Hugging Face transformers, built small and at random init.
 
-One list, :data:`CASES`, imported by ``tests/functional/test_model_zoo.py`` and by ``benchmarks/model_zoo_table.py`` (which
-puts ``tests/`` on ``sys.path``). Nothing is downloaded: torchvision models with ``weights=None``, timm with
+One list, :data:`CASES`, imported by ``tests/functional/test_model_zoo.py`` and by ``benchmarks/model_zoo_table.py``
+(which puts ``tests/`` on ``sys.path``). Nothing is downloaded: torchvision models with ``weights=None``, timm with
 ``pretrained=False``, Hugging Face models from a config object.
 
 Each case writes down, independently of the package, the grid of the model's last spatial feature map (the one
