@@ -8,7 +8,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 DEMO_ARGS ?=
 
-.PHONY: demo test lint bench install-dev browser
+.PHONY: demo test lint bench install-dev browser mutation
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,8 @@ lint: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(PY) benchmarks/bench_probe_pass.py
+
+# Plants plausible bugs in functional/ and the callbacks' option plumbing, one at a time, and runs the test files
+# that should notice (tools/mutation.py). Not part of `make test`: it takes minutes per mutant.
+mutation: $(DEV_STAMP)
+	$(PY) tools/mutation.py

@@ -113,6 +113,7 @@ def _seed() -> None:
 
 # ------------------------------------------------------------------------------------------ skip, or fail in CI
 
+
 def skip_or_fail(reason: str) -> NoReturn:
     """Skip the test (or the module, at import time) with ``reason``; fail instead under :func:`require_all`.
 
