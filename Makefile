@@ -8,7 +8,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 DEMO_ARGS ?=
 
-.PHONY: demo test lint bench install-dev browser docs docs-serve tensorboard pictures dist
+.PHONY: demo test lint bench install-dev browser docs docs-serve tensorboard pictures dist mutation
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -67,3 +67,8 @@ pictures: $(DEV_STAMP) browser
 # The sdist and the wheel, into dist/.
 dist: $(DEV_STAMP)
 	$(PY) -m build --outdir dist .
+
+# Plants plausible bugs in functional/ and the callbacks' option plumbing, one at a time, and runs the test files
+# that should notice (tools/mutation.py). Not part of `make test`: it takes minutes per mutant.
+mutation: $(DEV_STAMP)
+	$(PY) tools/mutation.py

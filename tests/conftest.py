@@ -15,11 +15,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from PIL import Image
+from skip_guard import REQUIRE_ALL_ENV, require_all
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-#: ``pytester`` runs small inner test sessions (test_skips.py checks that skips fail under CI with it).
-pytest_plugins = ("pytester",)
+#: ``pytester`` runs small inner test sessions (test_skips.py checks that skips fail under CI with it);
+#: ``skip_guard`` fails the session when anything was skipped under ``LIGHTNING_EXPLAIN_REQUIRE_ALL=1``.
+pytest_plugins = ("pytester", "skip_guard")
 
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
@@ -110,15 +112,6 @@ def _seed() -> None:
 
 
 # ------------------------------------------------------------------------------------------ skip, or fail in CI
-
-#: Set (to anything but "" or "0") by ``.ci/run``: a missing test dependency or browser fails instead of skipping.
-REQUIRE_ALL_ENV = "LIGHTNING_EXPLAIN_REQUIRE_ALL"
-
-
-def require_all() -> bool:
-    """Whether every optional test dependency must be there: under ``LIGHTNING_EXPLAIN_REQUIRE_ALL=1`` (set by
-    ``.ci/run``) or ``CI=true`` (set by CI services)."""
-    return os.environ.get(REQUIRE_ALL_ENV, "") not in ("", "0") or os.environ.get("CI", "").lower() == "true"
 
 
 def skip_or_fail(reason: str) -> NoReturn:

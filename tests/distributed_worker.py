@@ -120,6 +120,12 @@ class Mark(Callback):
                 "world_size": trainer.world_size,
                 "strategy": type(trainer.strategy).__name__,
                 "probe_forward_calls": self.counter.probe_calls,
+                # Per view, a digest of the probe it explains (images and labels) on this rank.
+                "probes": {
+                    type(cb).__name__: probe_digest(cb._probe)
+                    for cb in trainer.callbacks
+                    if getattr(cb, "_probe", None) is not None
+                },
                 "all_forward_calls": self.counter.calls,
                 "epochs": trainer.current_epoch,
             }
@@ -235,6 +241,16 @@ class Guard(Callback):
         self.record["checks"].append(changed)
         for n, p in pl_module.named_parameters():
             p.grad = self.original[n]
+
+
+def probe_digest(probe: Any) -> str:
+    """SHA-256 of a view's probe images and labels (on the CPU)."""
+    digest = hashlib.sha256()
+    for t in (probe.images, probe.labels):
+        if t is not None:
+            digest.update(f"{tuple(t.shape)} {t.dtype}".encode())
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def weight_digest(module: torch.nn.Module) -> str:

@@ -157,6 +157,9 @@ def test_fsdp2_every_rank_joins_the_passes_and_rank_zero_alone_logs(fsdp2_run):
     assert sorted(ranks) == [0, 1] and all(r["epochs"] == 2 for r in ranks.values())
     calls = [ranks[r]["probe_forward_calls"] for r in (0, 1)]
     assert calls[0] == calls[1] > 5  # the same passes on both ranks (more views than under DDP)
+    # Every rank explains the same probe (rank zero's), in every view: a digest of each view's probe, per rank.
+    probed = {"ExplainCallback", "ErrorAttribution", "FeatureMaps", "FeatureInversion", "TCAVCallback"}
+    assert set(ranks[0]["probes"]) >= probed and ranks[0]["probes"] == ranks[1]["probes"]
     log_dir = out / "tb" / "version_0"
     assert len(list(log_dir.glob("events.out.tfevents.*"))) == 1  # only rank 0 writes
     images = read_event_images(log_dir)

@@ -116,7 +116,8 @@ def test_road_matches_pytorch_grad_cam_road():
     theirs = road_module.ROADMostRelevantFirstAverage([100 - p for p in percentiles])(
         images, maps.numpy(), targets, model
     )
-    np.testing.assert_allclose(mine, theirs + before, atol=0.01)  # measured ~1e-5
+    # Measured 3.8e-4 (the two noise draws differ); where the noise lands is pinned in test_faithfulness_baselines.py.
+    np.testing.assert_allclose(mine, theirs + before, atol=2e-3)
 
 
 def test_imputation_solves_the_same_system_as_pytorch_grad_cam():
