@@ -34,7 +34,11 @@ class Mutant:
 
 
 #: The fast, targeted files first: ``-x`` stops at the first failure, so a killed mutant costs little.
-FAITH = ("tests/functional/test_faithfulness_baselines.py", "tests/epoch/test_faithfulness_schedule.py", "tests/functional/test_faithfulness.py")
+FAITH = (
+    "tests/functional/test_faithfulness_baselines.py",
+    "tests/epoch/test_faithfulness_schedule.py",
+    "tests/functional/test_faithfulness.py",
+)
 LIME = ("tests/functional/test_lime.py",)
 CALLBACK = ("tests/callbacks/test_explain_options.py",)
 ACTMAX = ("tests/callbacks/test_activation_max.py", "tests/callbacks/test_activation_max_options.py")
@@ -79,7 +83,8 @@ MUTANTS = [
            "+ l2_weight * (pixels - 0.5).pow(2).flatten(1).mean(1)", "+ 0.0 * (pixels - 0.5).pow(2).flatten(1).mean(1)",
            ACTMAX),
     Mutant("occlusion stride = window", F + "perturbation.py", "return [i * stride for i in range(count)]",
-           "return [i * window for i in range(count)]", ("tests/callbacks/test_explain_options.py", "tests/functional/test_methods.py")),
+           "return [i * window for i in range(count)]",
+           ("tests/callbacks/test_explain_options.py", "tests/functional/test_methods.py")),
     # callbacks' option plumbing
     Mutant("explain options dropped", "lightning_explain/callbacks/explain.py",
            "options={m: o for m, o in self._fn_options.items() if m in methods},", "options={},", CALLBACK),
@@ -91,8 +96,8 @@ MUTANTS = [
            "road_gap=morf - lerf", FAITH),
     Mutant("faithfulness targets ignored", "lightning_explain/epoch/faithfulness_schedule.py",
            "model, x, maps, classes.clamp_min(0), steps=self.steps", "model, x, maps, None, steps=self.steps", FAITH),
-    Mutant("faithfulness blur sigma dropped", "lightning_explain/epoch/faithfulness_schedule.py", "blur_sigma=self.blur_sigma,",
-           "blur_sigma=None,", FAITH),
+    Mutant("faithfulness blur sigma dropped", "lightning_explain/epoch/faithfulness_schedule.py",
+           "blur_sigma=self.blur_sigma,", "blur_sigma=None,", FAITH),
     Mutant("faithfulness road percentiles dropped", "lightning_explain/epoch/faithfulness_schedule.py",
            "percentiles=self.percentiles, order=o", "order=o", FAITH),
     Mutant("activation max view ignores l2_weight", "lightning_explain/callbacks/activation_max.py",
