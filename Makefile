@@ -39,8 +39,8 @@ test: $(DEV_STAMP) browser docs
 	$(PY) -m pytest
 
 lint: $(DEV_STAMP)
-	$(PY) -m ruff check lightning_explain tests examples benchmarks scripts
-	$(PY) -m ruff format --check lightning_explain tests examples benchmarks scripts
+	$(PY) -m ruff check lightning_explain tests examples benchmarks scripts tools
+	$(PY) -m ruff format --check lightning_explain tests examples benchmarks scripts tools
 	$(PY) -m mypy
 
 bench: $(DEV_STAMP)
