@@ -4,7 +4,7 @@
 one-pass methods need (the layer's output and gradient, the input gradient, the attention weights and their
 gradients) and turns the result into maps: the CAM family, saliency, gradient x input, channel activations and the
 attention maps. Score-CAM, SmoothGrad, Integrated Gradients, Occlusion, LIME, guided backpropagation, deconvnet
-and guided Grad-CAM then add their own passes. Maps
+guided Grad-CAM and LRP then add their own passes. Maps
 are computed in fp32 with autocast off, also inside ``torch.inference_mode()``; ``param.grad`` is never touched.
 No Lightning import.
 """
@@ -33,6 +33,7 @@ from lightning_explain.functional.layouts import (
     shape_pass,
 )
 from lightning_explain.functional.lime import lime_map
+from lightning_explain.functional.lrp import LRP_METHODS, lrp_maps
 from lightning_explain.functional.maps import normalize_maps, upsample_maps
 from lightning_explain.functional.perturbation import occlusion_map, score_cam_map
 from lightning_explain.functional.registry import (
@@ -321,6 +322,8 @@ def _expensive(
         raw["lime"] = torch.relu(lime_map(model, x, spec, output_transform=output_transform, **opts.get("lime", {})))
     if GUIDED_METHODS.intersection(wanted):
         raw.update(rule_maps(model, x, spec, wanted, cam, output_transform=output_transform))
+    if LRP_METHODS.keys() & set(wanted):
+        raw.update(lrp_maps(model, x, spec, wanted, opts, output_transform=output_transform))
     return raw
 
 

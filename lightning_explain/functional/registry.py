@@ -36,6 +36,10 @@ METHODS: tuple[str, ...] = (
     "guided_backprop",
     "deconvnet",
     "guided_gradcam",
+    "lrp_epsilon",
+    "lrp_epsilon_plus_flat",
+    "lrp_epsilon_gamma_box",
+    "lrp_alpha_beta",
     "activations",
     "attention",
     "rollout",
@@ -53,6 +57,10 @@ EXPENSIVE_METHODS: tuple[str, ...] = (
     "guided_backprop",
     "deconvnet",
     "guided_gradcam",
+    "lrp_epsilon",
+    "lrp_epsilon_plus_flat",
+    "lrp_epsilon_gamma_box",
+    "lrp_alpha_beta",
 )
 #: Options each expensive method takes in ``explain(options={method: {...}})``.
 METHOD_OPTIONS: dict[str, frozenset[str]] = {
@@ -64,6 +72,10 @@ METHOD_OPTIONS: dict[str, frozenset[str]] = {
         {"segments", "segmentation", "compactness", "samples", "kernel_width", "ridge", "baseline", "seed"}
         | {"batch_size", "precision"}
     ),
+    "lrp_epsilon": frozenset({"epsilon", "stabilizer"}),
+    "lrp_epsilon_plus_flat": frozenset({"epsilon", "stabilizer"}),
+    "lrp_epsilon_gamma_box": frozenset({"epsilon", "stabilizer", "gamma", "low", "high"}),
+    "lrp_alpha_beta": frozenset({"epsilon", "stabilizer"}),
     "attention": frozenset({"layer"}),
     "rollout": frozenset({"head_fusion", "discard_ratio"}),
 }
@@ -80,6 +92,8 @@ _ALIASES = {
     "guided_backpropagation": "guided_backprop",
     "deconvolution": "deconvnet",
     "guided_grad_cam": "guided_gradcam",
+    "lrp": "lrp_epsilon_plus_flat",
+    "lrp_alpha2_beta1": "lrp_alpha_beta",
 }
 
 
