@@ -6,12 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from conftest import require_module
 from torch import nn
 
 from lightning_explain.functional import explain
 from lightning_explain.functional.lrp import COMPOSITES, lrp, lrp_rules
 
-zennit = pytest.importorskip("zennit")
+require_module("zennit")
 from zennit.attribution import Gradient  # noqa: E402
 from zennit.composites import (  # noqa: E402
     EpsilonAlpha2Beta1,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import require_module
 from torch import nn
 
 from lightning_explain.functional import explain
@@ -26,8 +27,8 @@ from lightning_explain.functional.trust import (
     ssim,
 )
 
-quantus = pytest.importorskip("quantus")
-skimage_metrics = pytest.importorskip("skimage.metrics")
+quantus = require_module("quantus")
+skimage_metrics = require_module("skimage.metrics")
 
 TOL = 1e-5
 
