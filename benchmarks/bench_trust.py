@@ -23,9 +23,9 @@ import statistics
 import time
 import warnings
 
-import pytorch_lightning as pl
 import torch
 
+from lightning_explain._lightning import NAMESPACES
 from lightning_explain.data import ShortcutShapesDataModule
 from lightning_explain.epoch.trust_schedule import TRUST_NAMES, TRUST_TESTS, Trust, method_explainer
 from lightning_explain.functional import METHODS, explain
@@ -33,6 +33,7 @@ from lightning_explain.functional.registry import ATTENTION_METHODS
 from lightning_explain.tools.demo import SmallCNN
 
 warnings.filterwarnings("ignore")
+pl = NAMESPACES[-1]  # the namespace SmallCNN was built on (the demo's choice)
 SHOWN = ("mprt_spearman_top", "mprt_spearman", "mprt_ssim", "random_logit_ssim", "max_sensitivity",
          "sparseness", "complexity", "faithfulness_correlation")  # fmt: skip
 
