@@ -417,10 +417,10 @@ def lrp(
             minimum and maximum over the batch).
 
     Example:
-        >>> import torchvision
-        >>> model = torchvision.models.vgg11_bn(num_classes=3).eval()
-        >>> lrp(model, torch.rand(1, 3, 32, 32), 0, composite="epsilon_gamma_box").shape
-        torch.Size([1, 3, 32, 32])
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        ...                       nn.Flatten(), nn.Linear(4, 3)).eval()
+        >>> lrp(model, torch.rand(1, 3, 16, 16), 0, composite="epsilon_gamma_box").shape
+        torch.Size([1, 3, 16, 16])
     """
     lrp_rules(composite)
     unknown = set(options) - COMPOSITE_OPTIONS[composite]

@@ -346,7 +346,7 @@ def complexity(maps: Tensor) -> Tensor:
     uniform map; ``0 log 0 = 0``. NaN for an all-zero or non-finite map."""
     a, ok = _magnitudes(maps)
     p = a / a.sum(dim=1, keepdim=True).clamp_min(1e-300)
-    entropy = -torch.where(p > 0, p * p.clamp_min(1e-300).log(), torch.zeros_like(p)).sum(dim=1)
+    entropy = 0.0 - torch.where(p > 0, p * p.clamp_min(1e-300).log(), torch.zeros_like(p)).sum(dim=1)  # no -0.0
     return torch.where(ok, entropy, torch.full_like(entropy, _NAN)).float()
 
 
