@@ -9,10 +9,11 @@ How the files divide the work, in the order data flows through them:
 - ``hooked_pass``: the ONE hooked forward + ``autograd.grad`` that every gradient method uses.
 - ``engine``: :func:`explain`, every map from one pass; ``cams`` (CAM weightings), ``rollout`` (attention
   math), ``input_gradients`` (SmoothGrad, Integrated Gradients), ``perturbation`` (Score-CAM, Occlusion),
-  ``lime`` (LIME) and ``guided`` (guided backpropagation, deconvnet, guided Grad-CAM) hold each family's
+  ``lime`` (LIME), ``guided`` (guided backpropagation, deconvnet, guided Grad-CAM) and ``lrp`` (LRP) hold each family's
   math; ``maps``: upsample and normalise.
 - ``methods`` and ``vit``: one public function per method.
-- ``metrics`` (focus and drift numbers), ``faithfulness`` (deletion/insertion AUC, ROAD), ``tcav`` (concept
+- ``metrics`` (focus and drift numbers), ``faithfulness`` (deletion/insertion AUC, ROAD), ``trust`` (randomisation
+  sanity checks, sensitivity, sparseness, complexity, faithfulness correlation), ``tcav`` (concept
   sensitivity), ``inversion`` (feature inversion), ``activation_max`` (activation maximisation), ``feature_maps``
   and ``predictions`` (the other views' no-grad passes).
 
