@@ -20,6 +20,7 @@ Run::
     .venv/bin/python benchmarks/bench_epoch_cost.py                 # 3 pairs
     .venv/bin/python benchmarks/bench_epoch_cost.py --pairs 5 --markdown
     .venv/bin/python benchmarks/bench_epoch_cost.py --fast-crc       # with LIGHTNING_EXPLAIN_FAST_CRC=1
+    .venv/bin/python benchmarks/bench_epoch_cost.py --only fit --trust   # with ExplainCallback(trust=...) on
 
 No timing is asserted anywhere; machines are noisy: read the pairs, not one number.
 """
@@ -80,10 +81,14 @@ def data(n: int, size: int, seed: int) -> TensorDataset:
     return TensorDataset(torch.rand(n, 3, size, size, generator=g), torch.randint(0, 10, (n,), generator=g))
 
 
+#: ``ExplainCallback(trust=...)`` in the explained fits (``--trust``: every epoch, to report its cost; default off).
+TRUST: dict[str, Any] | bool = False
+
+
 def fit(explained: bool, *, size: int = 64, n_train: int = 512, n_val: int = 128, epochs: int = 3) -> dict[str, Any]:
     train = DataLoader(data(n_train, size, 1), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
     val = DataLoader(data(n_val, size, 2), batch_size=32)
-    callback = ExplainCallback(layer="net.layer3") if explained else None
+    callback = ExplainCallback(layer="net.layer3", trust=TRUST) if explained else None
     with tempfile.TemporaryDirectory() as root:
         trainer = pl.Trainer(
             max_epochs=epochs,
@@ -264,7 +269,11 @@ def main() -> None:
     parser.add_argument(
         "--fast-crc", action="store_true", help="set LIGHTNING_EXPLAIN_FAST_CRC=1 (TensorBoard's checksum, vectorised)"
     )
+    parser.add_argument("--trust", action="store_true", help="explained fits with trust={'every_n_epochs': 1}")
     args = parser.parse_args()
+    if args.trust:
+        global TRUST
+        TRUST = {"every_n_epochs": 1}
     if args.fast_crc:
         os.environ["LIGHTNING_EXPLAIN_FAST_CRC"] = "1"
     print(f"TensorBoard checksum: {'vectorised (LIGHTNING_EXPLAIN_FAST_CRC=1)' if args.fast_crc else 'its own'}")

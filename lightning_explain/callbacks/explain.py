@@ -43,6 +43,7 @@ from lightning_explain.epoch.messages import (
 )
 from lightning_explain.epoch.probe import BatchUnpacker, check_probe
 from lightning_explain.epoch.schedule import StageClock, due_groups, split_method_options
+from lightning_explain.epoch.trust_schedule import Trust, method_explainer, sanity_warning
 from lightning_explain.functional import DEFAULT_METHODS, EXPENSIVE_METHODS, LAYER_METHODS, canonical_methods, explain
 from lightning_explain.functional.context import check_inputs
 from lightning_explain.functional.engine import ExplainResult
@@ -107,6 +108,12 @@ class ExplainCallback(ViewCallback):
         faithfulness: with ``metrics``, deletion/insertion AUC and ROAD (see
             :class:`~lightning_explain.epoch.faithfulness_schedule.Faithfulness`): True (every 5 epochs, first 4 probe
             images) or a dict of its fields, e.g. ``{"steps": 8}``.
+        trust: with ``metrics``, can the maps be trusted (see :class:`~lightning_explain.epoch.trust_schedule.Trust`
+            and docs/guides/trust.md): model-parameter randomisation and random-logit similarity, max/avg
+            sensitivity, sparseness, complexity and faithfulness correlation. True (every 5 epochs, first 4 probe
+            images) or a dict of its fields, e.g. ``{"tests": ["randomisation"], "every_n_epochs": 10}``. A method
+            whose map survives randomising every layer (median Spearman above ``sanity_threshold``) is named in one
+            warning. Off by default.
         target_layer: deprecated name of ``layer`` (a deprecation warning; removed in the next release).
         top_k: deprecated name of ``top_k_channels`` (a deprecation warning; removed in the next release).
 
@@ -136,6 +143,9 @@ class ExplainCallback(ViewCallback):
           ``com_shift``, ``topk_iou``, ``spearman``: against the previous and the first explained epoch, and
           between different probe images (the chance level).
         - ``{tag_prefix}/{m}/faithfulness/{deletion_auc,insertion_auc,road_morf,road_lerf,road_gap}``: see above.
+        - ``{tag_prefix}/{m}/trust/{mprt_spearman_top,mprt_spearman,mprt_ssim,random_logit_spearman,
+          random_logit_ssim,max_sensitivity,avg_sensitivity,sparseness,complexity,faithfulness_correlation}``: with
+          ``trust``.
 
     Example:
         >>> from pytorch_lightning import Trainer
@@ -180,6 +190,7 @@ class ExplainCallback(ViewCallback):
         method_options: dict[str, dict[str, Any]] | None = None,
         layer_layout: str | None = None,
         faithfulness: bool | dict[str, Any] = False,
+        trust: bool | dict[str, Any] = False,
         target_layer: str | nn.Module | None = None,
         top_k: int | None = None,
     ) -> None:
@@ -222,6 +233,7 @@ class ExplainCallback(ViewCallback):
         self.method_options = method_options
         self._schedule, self._fn_options = schedule, fn_options
         self.faithfulness, self._faithfulness = faithfulness, Faithfulness.from_option(faithfulness)
+        self.trust, self._trust = trust, Trust.from_option(trust)
         self.border_fraction = border_fraction
         #: Per-image values of the last explained epoch, by logged key (for FocusAlert and users).
         self.latest_per_image: dict[str, Tensor] = {}
@@ -361,6 +373,9 @@ class ExplainCallback(ViewCallback):
             if (spec := self._faithfulness) is not None and spec.due(epoch, is_fitting(trainer)):
                 with clock.stage("faithfulness"):
                     self._guard("the faithfulness metrics", epoch, self._log_faithfulness, spec, pl_module, result)
+            if (trust := self._trust) is not None and trust.due(epoch, is_fitting(trainer)):
+                with clock.stage("trust"):
+                    self._guard("the trust metrics", epoch, self._log_trust, trust, pl_module, result, epoch)
         with clock.stage("rendering"):
             grids = self._grids(result, epoch)
         if grids:
@@ -387,6 +402,20 @@ class ExplainCallback(ViewCallback):
             extra = spec.score(pl_module, self._probe.images, result, self.tag_prefix, self.output_transform)
         self.latest_per_image.update(extra)
         self._log(pl_module, summarize(extra))
+
+    def _log_trust(self, spec: Trust, pl_module: pl.LightningModule, result: ExplainResult, epoch: int) -> None:
+        assert self._probe is not None
+        explainer = method_explainer(
+            pl_module, self._layer_name, top_k=self.top_k_channels, output_transform=self.output_transform,
+            options=self._fn_options, layer_layout=self.layer_layout,
+        )  # fmt: skip
+        with preserve_model_state(pl_module):
+            extra = spec.score(pl_module, self._probe.images, result, self.tag_prefix, self.output_transform, explainer)
+        self.latest_per_image.update(extra)
+        summary = summarize(extra)
+        self._log(pl_module, summary)
+        for method, value in spec.failures(summary, self.tag_prefix).items():
+            self._warn_once(f"sanity/{method}", sanity_warning(method, value, spec.sanity_threshold, epoch))
 
     def _grids(self, result: ExplainResult, epoch: int) -> dict[str, Tensor]:
         """One grid per view (a view that fails is skipped with its warning)."""

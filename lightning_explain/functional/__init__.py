@@ -11,10 +11,11 @@ How the files divide the work, in the order data flows through them:
 - ``engine``: :func:`explain`, every map from one pass, then each requested spec's ``compute``; ``cams`` (CAM
   weightings), ``rollout`` (attention
   math), ``input_gradients`` (SmoothGrad, Integrated Gradients), ``perturbation`` (Score-CAM, Occlusion),
-  ``lime`` (LIME) and ``guided`` (guided backpropagation, deconvnet, guided Grad-CAM) hold each family's
+  ``lime`` (LIME), ``guided`` (guided backpropagation, deconvnet, guided Grad-CAM) and ``lrp`` (LRP) hold each family's
   math; ``maps``: upsample and normalise.
 - ``methods`` and ``vit``: one public function per method.
-- ``metrics`` (focus and drift numbers), ``faithfulness`` (deletion/insertion AUC, ROAD), ``tcav`` (concept
+- ``metrics`` (focus and drift numbers), ``faithfulness`` (deletion/insertion AUC, ROAD), ``trust`` (randomisation
+  sanity checks, sensitivity, sparseness, complexity, faithfulness correlation), ``tcav`` (concept
   sensitivity), ``inversion`` (feature inversion), ``activation_max`` (activation maximisation), ``feature_maps``
   and ``predictions`` (the other views' no-grad passes).
 
@@ -35,6 +36,7 @@ from lightning_explain.functional.hooked_pass import PassResult, hooked_pass
 from lightning_explain.functional.inversion import InversionResult, invert_features, total_variation
 from lightning_explain.functional.layouts import FeatureLayout, LayoutError, infer_layout
 from lightning_explain.functional.lime import lime, superpixels
+from lightning_explain.functional.lrp import lrp
 from lightning_explain.functional.maps import normalize_maps, upsample_maps
 from lightning_explain.functional.methods import (
     channel_activations,
@@ -132,6 +134,7 @@ __all__ = [
     "layer_gradients",
     "lime",
     "locate_layer",
+    "lrp",
     "maximize_activation",
     "method_spec",
     "normalize_maps",

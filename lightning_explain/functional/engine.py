@@ -114,7 +114,8 @@ def explain(
             ``layercam``, ``hirescam``, ``eigencam``, ``scorecam``, ``saliency``, ``gradxinput``,
             ``smoothgrad``, ``integrated_gradients``, ``occlusion``, ``lime`` (positive superpixel weights),
             ``guided_backprop``, ``deconvnet``, ``guided_gradcam`` (``|.|``, max over colour channels, as
-            ``saliency``), ``activations``, and for vision
+            ``saliency``), ``lrp_epsilon``, ``lrp_epsilon_plus_flat`` (alias ``lrp``), ``lrp_epsilon_gamma_box``,
+            ``lrp_alpha_beta`` (:mod:`~lightning_explain.functional.lrp`), ``activations``, and for vision
             transformers ``attention`` (class-token attention of ``options["attention"]["layer"]``, default the
             last), ``rollout`` and ``grad_rollout``.
         targets: None (predicted class), an int, a tensor of one class index per sample, or a callable from

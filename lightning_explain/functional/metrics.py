@@ -8,7 +8,8 @@ Focus (Selvaraju et al. energy pointing game, Arras et al. relevance mass):
     ``energy_in_mask`` E = sum of the map inside the mask / total; a uniform map scores the mask's area r.
     ``lift`` (E - r) / (1 - r): 0 = no better than uniform, 1 = all energy inside, < 0 = background-heavy.
     ``mask_auc`` P(a_in > a_out) + 0.5 P(tie): 0.5 is chance whatever the object size.
-    ``pointing_game`` 1 if the map's maximum lies in the (optionally dilated) mask; NaN for constant maps.
+    ``pointing_game`` 1 if the map's maximum lies in the (optionally dilated) mask, the share of tied maxima inside
+    when several pixels share the maximum; NaN for constant maps and empty masks.
 
 Drift between two maps of the same image:
     ``emd`` Wasserstein-1 distance between the maps normalised to sum 1, in units of the image side, on a grid of
@@ -69,12 +70,14 @@ def mask_area(masks: Tensor) -> Tensor:
 
 
 def energy_in_mask(maps: Tensor, masks: Tensor) -> Tensor:
-    """Share of the map's total inside the mask; NaN for an all-zero map."""
+    """Share of the map's total inside the mask; NaN for an all-zero map or an empty mask (nothing to point at,
+    e.g. ``energy_in_cue`` on an image without a cue). Equals Quantus's ``RelevanceMassAccuracy`` on ``a >= 0``."""
     maps, masks = _check_pair(maps, masks)
     a = maps.clamp_min(0).flatten(1)
     total = a.sum(dim=1)
     inside = (a * masks.flatten(1)).sum(dim=1)
-    return torch.where(total > 0, inside / total.clamp_min(1e-30), torch.full_like(total, _NAN))
+    ok = (total > 0) & masks.flatten(1).any(dim=1)
+    return torch.where(ok, inside / total.clamp_min(1e-30), torch.full_like(total, _NAN))
 
 
 def lift(maps: Tensor, masks: Tensor) -> Tensor:
@@ -117,15 +120,24 @@ def mask_auc(maps: Tensor, masks: Tensor) -> Tensor:
 
 
 def pointing_game(maps: Tensor, masks: Tensor, tolerance: int = 0) -> Tensor:
-    """1.0 if the map's maximum lies in the mask dilated by ``tolerance`` pixels, else 0.0; NaN if constant."""
+    """The share of the map's maxima that lie in the mask dilated by ``tolerance`` pixels.
+
+    With one maximum, 1.0 (a hit) or 0.0 (a miss). Ties: every pixel equal to the maximum counts, and the value is
+    the fraction of them inside the mask (two tied peaks, one inside: 0.5), so the result does not depend on where
+    the mask lies in row-major order. NaN for a constant or non-finite map and for an empty mask. (Quantus's
+    ``PointingGame`` scores a hit if ANY tied maximum is inside, and an empty mask as a hit.)
+    """
     maps, masks = _check_pair(maps, masks)
+    empty = ~masks.flatten(1).any(dim=1)
     if tolerance > 0:
         k = 2 * tolerance + 1
         masks = F.max_pool2d(masks[:, None].float(), k, stride=1, padding=tolerance)[:, 0] > 0
     flat = maps.flatten(1)
-    hit = masks.flatten(1).gather(1, flat.argmax(dim=1, keepdim=True))[:, 0].float()
+    peaks = flat == flat.amax(dim=1, keepdim=True)
+    share = (peaks & masks.flatten(1)).sum(dim=1).float() / peaks.sum(dim=1).clamp_min(1).float()
     constant = (flat.amax(dim=1) - flat.amin(dim=1)) <= 0
-    return torch.where(constant | ~torch.isfinite(flat).all(dim=1), torch.full_like(hit, _NAN), hit)
+    bad = constant | ~torch.isfinite(flat).all(dim=1) | empty
+    return torch.where(bad, torch.full_like(share, _NAN), share)
 
 
 def border_mask(height: int, width: int, fraction: float = 0.1, device: torch.device | None = None) -> Tensor:

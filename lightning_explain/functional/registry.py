@@ -2,7 +2,7 @@
 
 No Lightning import, no tensors. Each method is declared once, next to its math, as a
 :class:`~lightning_explain.functional.spec.MethodSpec` in its family's ``SPECS`` tuple (``cams``,
-``perturbation``, ``input_gradients``, ``lime``, ``guided``, ``feature_maps``, ``rollout``), and this module
+``perturbation``, ``input_gradients``, ``lime``, ``guided``, ``lrp``, ``feature_maps``, ``rollout``), and this module
 registers them (:func:`~lightning_explain.functional.spec.register_method`). Every table here is a view of the
 registered specs, so a method registered later (by a user, or a test) appears in all of them at once.
 """
@@ -13,7 +13,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lightning_explain.functional import cams, feature_maps, guided, input_gradients, lime, perturbation, rollout
+from lightning_explain.functional import cams, feature_maps, guided, input_gradients, lime, lrp, perturbation, rollout
 from lightning_explain.functional.spec import (
     MethodNames,
     MethodOptions,
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 #: The families, in the order their methods are listed; each declares its methods in a ``SPECS`` tuple.
-FAMILIES = (cams, perturbation, input_gradients, lime, guided, feature_maps, rollout)
+FAMILIES = (cams, perturbation, input_gradients, lime, guided, lrp, feature_maps, rollout)
 for _family in FAMILIES:
     for _spec in _family.SPECS:
         register_method(_spec)

@@ -1,15 +1,19 @@
 """Which metric goes in which chart: one table for TensorBoard's custom scalars and the HTML report.
 
 :class:`~lightning_explain.ExplainCallback` logs each single-map method's numbers as
-``{tag_prefix}/{method}/drift/{metric}_{prev,first,chance}``, ``{tag_prefix}/{method}/focus/{metric}`` and
-``{tag_prefix}/{method}/faithfulness/{metric}``. :data:`CHARTS` groups them into six charts per method;
+``{tag_prefix}/{method}/drift/{metric}_{prev,first,chance}``, ``{tag_prefix}/{method}/focus/{metric}``,
+``{tag_prefix}/{method}/faithfulness/{metric}`` and ``{tag_prefix}/{method}/trust/{metric}``. :data:`CHARTS` groups
+them into ten charts per method;
 :func:`lightning_explain.output.sinks.scalar_layout` (the "Custom Scalars" tab) and the HTML report
 (:mod:`lightning_explain.report`) both draw exactly these charts, in this order. Pure Python: no torch, no Lightning.
 
 Example:
     >>> [chart.title for chart in CHARTS]  # doctest: +NORMALIZE_WHITESPACE
     ['drift: distance (image sides)', 'drift: similarity', 'focus on the object', 'focus on the cue and the border',
-     'faithfulness: deletion and insertion AUC', 'faithfulness: ROAD']
+     'faithfulness: deletion and insertion AUC', 'faithfulness: ROAD',
+     'trust: randomisation similarity (low: the map follows the model)',
+     'trust: sensitivity to input noise (low: robust)', 'trust: sparseness and faithfulness correlation',
+     'trust: complexity (entropy, nats)']
     >>> chart_of("drift", "topk_iou_first").title
     'drift: similarity'
     >>> chart_of("focus", "no_such_metric") is None
@@ -30,13 +34,14 @@ DRIFT_SUFFIXES = ("prev", "first", "chance")
 
 @dataclass(frozen=True)
 class Chart:
-    """One chart: its title, the scalar folder it reads (``drift``, ``focus``, ``faithfulness``) and its metrics.
+    """One chart: its title, the scalar folder it reads (``drift``, ``focus``, ``faithfulness``, ``trust``) and its
+    metrics.
 
     A drift metric ``emd`` stands for its three logged series ``emd_prev``, ``emd_first`` and ``emd_chance``.
     """
 
     title: str
-    kind: Literal["drift", "focus", "faithfulness"]
+    kind: Literal["drift", "focus", "faithfulness", "trust"]
     metrics: tuple[str, ...]
 
     @property
@@ -67,6 +72,14 @@ CHARTS: tuple[Chart, ...] = (
     ),
     Chart("faithfulness: deletion and insertion AUC", "faithfulness", ("deletion_auc", "insertion_auc")),
     Chart("faithfulness: ROAD", "faithfulness", ("road_morf", "road_lerf", "road_gap")),
+    Chart(
+        "trust: randomisation similarity (low: the map follows the model)",
+        "trust",
+        ("mprt_spearman_top", "mprt_spearman", "mprt_ssim", "random_logit_spearman", "random_logit_ssim"),
+    ),
+    Chart("trust: sensitivity to input noise (low: robust)", "trust", ("max_sensitivity", "avg_sensitivity")),
+    Chart("trust: sparseness and faithfulness correlation", "trust", ("sparseness", "faithfulness_correlation")),
+    Chart("trust: complexity (entropy, nats)", "trust", ("complexity",)),
 )
 
 

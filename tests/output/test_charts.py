@@ -7,6 +7,7 @@ import re
 import torch
 
 from lightning_explain.epoch.faithfulness_schedule import FAITHFULNESS_NAMES
+from lightning_explain.epoch.trust_schedule import TRUST_NAMES
 from lightning_explain.functional.metrics import drift_report, focus_report
 from lightning_explain.output.charts import CHARTS, DRIFT_SUFFIXES, chart_of
 from lightning_explain.output.sinks import scalar_layout
@@ -21,7 +22,12 @@ FOCUS = (
 )  # fmt: skip
 DRIFT = tuple(f"{m}_{s}" for m in ("emd", "com_shift", "topk_iou", "spearman") for s in ("prev", "first", "chance"))
 FAITHFULNESS = ("deletion_auc", "insertion_auc", "road_morf", "road_lerf", "road_gap")
+TRUST = (
+    "mprt_spearman_top", "mprt_spearman", "mprt_ssim", "random_logit_spearman", "random_logit_ssim",
+    "max_sensitivity", "avg_sensitivity", "sparseness", "complexity", "faithfulness_correlation",
+)  # fmt: skip
 LOGGED = [("focus", n) for n in FOCUS] + [("drift", n) for n in DRIFT] + [("faithfulness", n) for n in FAITHFULNESS]
+LOGGED += [("trust", n) for n in TRUST]
 METHODS = ("gradcam", "saliency")
 
 
@@ -31,6 +37,7 @@ def test_the_listed_metrics_are_what_the_metric_functions_compute():
     assert set(drift_report(maps, maps.flip(1), maps)) == set(DRIFT)
     assert DRIFT_SUFFIXES == ("prev", "first", "chance")
     assert FAITHFULNESS_NAMES == FAITHFULNESS  # what Faithfulness.score logs (checked in test_faithfulness.py)
+    assert tuple(n for names in TRUST_NAMES.values() for n in names) == TRUST  # what Trust.score logs
 
 
 def test_every_logged_metric_is_in_exactly_one_chart_of_the_table():
