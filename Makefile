@@ -8,7 +8,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 DEMO_ARGS ?=
 
-.PHONY: demo test lint bench install-dev browser
+.PHONY: demo test lint bench bench-shortcut install-dev browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,9 @@ lint: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(PY) benchmarks/bench_probe_pass.py
+
+# FocusAlert on NaturalShortcut: 5 seeds x {shortcut, clean} x {CNN, ResNet-18, ViT}, masks / boxes / no masks.
+# Long (see docs/guides/shortcuts_natural.md for the time it took); BENCH_SHORTCUT_ARGS=--quick for one CNN seed.
+BENCH_SHORTCUT_ARGS ?=
+bench-shortcut: $(DEV_STAMP)
+	$(PY) benchmarks/bench_shortcut_detection.py $(BENCH_SHORTCUT_ARGS)
