@@ -52,7 +52,8 @@ def main() -> None:
         result = run("cnn", args.seed, p, epochs=args.epochs, train_size=384, extra_callbacks=[strip])
         runs.append((result, strip.frames))
     columns = args.images * args.epochs
-    fig, axes = plt.subplots(2, columns, figsize=(columns * 0.95, 2 * 1.25 + 0.6), squeeze=False)
+    fig, axes = plt.subplots(2, columns, figsize=(columns * 0.8, 2 * 1.35), squeeze=False)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.84, bottom=0.02, wspace=0.06, hspace=0.75)
     for row, (result, frames) in enumerate(runs):
         last = result["epochs"][-1]
         fired = {k: v for k, v in result["first_alert"].items() if k in ("masks", "boxes", "nothing")}
@@ -66,9 +67,8 @@ def main() -> None:
                 ax.imshow(images[i].permute(1, 2, 0).numpy())
                 ax.imshow(maps[i].numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
                 ax.set_xticks([]), ax.set_yticks([])
-                ax.set_title(f"img {i} ep {epoch}", fontsize=6)
-        axes[row][0].text(0, -0.55, title, transform=axes[row][0].transAxes, fontsize=7, va="bottom")
-    fig.tight_layout(h_pad=2.2)
+                ax.set_title(f"image {i}, epoch {epoch}", fontsize=6)
+        axes[row][0].text(0, 1.32, title, transform=axes[row][0].transAxes, fontsize=8, va="bottom")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")
