@@ -8,7 +8,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 DEMO_ARGS ?=
 
-.PHONY: demo test lint bench install-dev browser docs docs-serve tensorboard pictures dist mutation
+.PHONY: demo test lint bench install-dev browser docs docs-serve tensorboard pictures dist mutation bench-shortcut
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -72,3 +72,9 @@ dist: $(DEV_STAMP)
 # that should notice (tools/mutation.py). Not part of `make test`: it takes minutes per mutant.
 mutation: $(DEV_STAMP)
 	$(PY) tools/mutation.py
+
+# FocusAlert on NaturalShortcut: 5 seeds x {shortcut, clean} x {CNN, ResNet-18, ViT}, masks / boxes / no masks.
+# Long (see docs/guides/shortcuts_natural.md for the time it took); BENCH_SHORTCUT_ARGS=--quick for one CNN seed.
+BENCH_SHORTCUT_ARGS ?=
+bench-shortcut: $(DEV_STAMP)
+	$(PY) benchmarks/bench_shortcut_detection.py $(BENCH_SHORTCUT_ARGS)

@@ -41,7 +41,7 @@ from lightning_explain.epoch.messages import (
     flat_warning,
     nonfinite_warning,
 )
-from lightning_explain.epoch.probe import BatchUnpacker, check_probe
+from lightning_explain.epoch.probe import BatchUnpacker, check_probe, probe_mask
 from lightning_explain.epoch.schedule import StageClock, due_groups, split_method_options
 from lightning_explain.epoch.trust_schedule import Trust, method_explainer, sanity_warning
 from lightning_explain.functional import DEFAULT_METHODS, EXPENSIVE_METHODS, LAYER_METHODS, canonical_methods, explain
@@ -96,11 +96,14 @@ class ExplainCallback(ViewCallback):
         tag_prefix: first part of every logged tag.
         strict: re-raise a failure inside an explanation instead of warning once and skipping the view.
         metrics: log focus and drift numbers per epoch for ``gradcam`` and ``saliency``.
-        object_mask_key: where each validation batch holds the object masks ``[B, H, W]``: a tuple position
-            (e.g. 2 for ``(x, y, object_mask, cue_mask)``) or a dict key. Enables the object focus metrics.
-        cue_mask_key: the same for masks of a known spurious cue; enables ``energy_in_cue``.
-        probe_object_masks: object masks ``[N, H, W]`` for an explicit ``probe``.
-        probe_cue_masks: cue masks ``[N, H, W]`` for an explicit ``probe``.
+        object_mask_key: where each validation batch holds the object masks ``[B, H, W]`` or boxes (``[B, 4]``
+            as (x0, y0, x1, y1) in pixels, or a list of each image's boxes ``[K, 4]``): a tuple position (e.g. 2 for
+            ``(x, y, object_mask, cue_mask)``) or a dict key. Enables the object focus metrics. A box counts as
+            the filled rectangle, the pixels whose centres lie in ``[x0, x1) x [y0, y1)``; a box outside the image
+            or of another shape is an error when the probe is read.
+        cue_mask_key: the same for masks or boxes of a known spurious cue; enables ``energy_in_cue``.
+        probe_object_masks: object masks ``[N, H, W]`` or boxes (as above) for an explicit ``probe``.
+        probe_cue_masks: cue masks ``[N, H, W]`` or boxes for an explicit ``probe``.
         border_fraction: width of the border band for the no-mask heuristic, as a fraction of the side.
         method_options: per method, ``every_n_epochs`` and ``max_images`` (its own schedule and probe subset;
             expensive methods default to the first 4 images) and the method's own options, e.g.
@@ -135,7 +138,8 @@ class ExplainCallback(ViewCallback):
 
     Logged metrics (through ``pl_module.log``, so ``EarlyStopping`` and ``FocusAlert`` can monitor them; the
     median over probe images; ``{m}`` is each single-map method, i.e. all but ``activations``):
-        - ``{tag_prefix}/{m}/focus/border_energy``, ``border_area``, ``border_lift``: always (no masks needed).
+        - ``{tag_prefix}/{m}/focus/spread``, ``border_energy``, ``border_area``, ``border_lift``: always (no masks
+          needed; ``spread`` is the share of the image the map covers, see ``FocusAlert.without_masks``).
         - ``{tag_prefix}/{m}/focus/energy_in_object``, ``object_area``, ``lift``, ``mask_auc``,
           ``pointing_game``: with object masks.
         - ``{tag_prefix}/{m}/focus/energy_in_cue``, ``cue_area``, ``cue_lift``: with cue masks.
@@ -184,8 +188,8 @@ class ExplainCallback(ViewCallback):
         metrics: bool = True,
         object_mask_key: int | str | None = None,
         cue_mask_key: int | str | None = None,
-        probe_object_masks: Tensor | None = None,
-        probe_cue_masks: Tensor | None = None,
+        probe_object_masks: Tensor | Sequence[Any] | None = None,
+        probe_cue_masks: Tensor | Sequence[Any] | None = None,
         border_fraction: float = 0.1,
         method_options: dict[str, dict[str, Any]] | None = None,
         layer_layout: str | None = None,
@@ -202,7 +206,7 @@ class ExplainCallback(ViewCallback):
         schedule, fn_options = split_method_options(methods, method_options, every_n_epochs)
         explicit_masks = {"object": probe_object_masks, "cue": probe_cue_masks}
         check_explain_arguments(layer_layout, targets, border_fraction, probe, probe_labels, explicit_masks)
-        probe_masks = {k: m for k, m in explicit_masks.items() if m is not None}
+        probe_masks = {k: probe_mask(probe, m, f"probe_{k}_masks") for k, m in explicit_masks.items() if m is not None}
         mask_keys = {k: v for k, v in (("object", object_mask_key), ("cue", cue_mask_key)) if v is not None}
         super().__init__(
             every_n_epochs=every_n_epochs,

@@ -27,13 +27,18 @@ class FocusAlert(Callback):
 
     Args:
         monitor: a logged metric, by default the Grad-CAM lift over the object's area (0 = no better than a
-            uniform map; needs ``object_mask_key``). Without masks, ``"explain/gradcam/focus/border_lift"`` with
-            ``mode="above"`` watches the border instead; ``".../focus/energy_in_cue"`` a known spurious cue.
+            uniform map; needs ``object_mask_key``, masks or boxes). Without either, :meth:`without_masks` watches
+            how spread out the map is (``".../focus/spread"``, high is bad); ``".../focus/energy_in_cue"`` a known
+            spurious cue.
         threshold: the boundary between good and bad values.
         mode: ``"below"``: values under ``threshold`` are bad; ``"above"``: values over it are bad.
         patience: consecutive bad epochs before the alert fires (NaN epochs neither count nor reset).
         stop_training: also stop the fit (``trainer.should_stop``) when the alert fires.
         name: a label used in the logged metrics and messages (default: ``monitor``).
+        gate: a logged metric that must be at least ``gate_threshold`` for an epoch to be judged, e.g. ``"val_acc"``:
+            before the model predicts better than chance its maps say nothing about *what* it learned (an untrained
+            model's maps are spread out and off the object too), so such epochs neither count nor reset.
+        gate_threshold: the least value of ``gate`` at which an epoch is judged.
 
     Logged metrics (to every logger, at the step of the epoch's validation metrics, each validation epoch during
     ``fit``):
@@ -48,6 +53,44 @@ class FocusAlert(Callback):
         >>> alert = FocusAlert("explain/gradcam/focus/lift", threshold=0.1, patience=2)
     """
 
+    #: The recommended no-mask monitor (see :meth:`without_masks`): Grad-CAM's ``spread``, high is bad.
+    NO_MASK_MONITOR = "explain/gradcam/focus/spread"
+    #: Its threshold, chosen on NaturalShortcut runs with seeds other than the benchmark's (docs/guides/
+    #: shortcuts_natural.md); objects that fill much less or much more of the image may need another one.
+    NO_MASK_THRESHOLD = 0.55
+
+    @classmethod
+    def without_masks(
+        cls,
+        threshold: float | None = None,
+        patience: int = 2,
+        stop_training: bool = False,
+        tag_prefix: str = "explain",
+        gate: str | None = None,
+        gate_threshold: float = 0.0,
+    ) -> FocusAlert:
+        """The alert for users without masks or boxes: Grad-CAM's ``spread`` above ``threshold`` (default
+        :attr:`NO_MASK_THRESHOLD`) for ``patience`` epochs: the map covers most of the image, as it does when the
+        model reads a background texture. Pass ``gate="val_acc", gate_threshold=...`` (clearly above chance) so the
+        spread-out maps of a model that has not learned yet are not judged.
+
+        Example:
+            >>> alert = FocusAlert.without_masks(gate="val_acc", gate_threshold=0.6)
+            >>> alert.monitor, alert.mode, alert.threshold
+            ('explain/gradcam/focus/spread', 'above', 0.55)
+        """
+        chosen = cls.NO_MASK_THRESHOLD if threshold is None else threshold
+        return cls(
+            f"{tag_prefix}/gradcam/focus/spread",
+            chosen,
+            "above",
+            patience,
+            stop_training,
+            name="no_masks",
+            gate=gate,
+            gate_threshold=gate_threshold,
+        )
+
     def __init__(
         self,
         monitor: str = "explain/gradcam/focus/lift",
@@ -56,6 +99,8 @@ class FocusAlert(Callback):
         patience: int = 2,
         stop_training: bool = False,
         name: str | None = None,
+        gate: str | None = None,
+        gate_threshold: float = 0.0,
     ) -> None:
         super().__init__()
         if mode not in ("below", "above"):
@@ -69,11 +114,15 @@ class FocusAlert(Callback):
         self.patience = patience
         self.stop_training = stop_training
         self.name = name or monitor
+        if not math.isfinite(gate_threshold):
+            raise ValueError(f"gate_threshold must be a finite number; got {gate_threshold!r}.")
+        self.gate, self.gate_threshold = gate, float(gate_threshold)
         self.fired_epoch: int | None = None
         self.bad_epochs = 0
         self.history: list[dict[str, Any]] = []
         self._warned_missing = False
         self._warned_nan = False
+        self._warned_gate = False
 
     @property
     def state_key(self) -> str:
@@ -117,20 +166,23 @@ class FocusAlert(Callback):
                 known = sorted(k for k in trainer.callback_metrics if "focus" in k) or sorted(trainer.callback_metrics)
                 warnings.warn(
                     f"FocusAlert: the metric {self.monitor!r} was not logged at epoch {epoch}. Logged: {known}. "
-                    "Object focus needs ExplainCallback(object_mask_key=...); without masks monitor "
-                    "'explain/gradcam/focus/border_lift' with mode='above'.",
+                    "Object focus needs ExplainCallback(object_mask_key=...) (masks or boxes); without either use "
+                    "FocusAlert.without_masks() (Grad-CAM's spread).",
                     UserWarning,
                     stacklevel=2,
                 )
             return False
         number = float(value)
-        if math.isnan(number) and not self._warned_nan:
+        gated = self._gated(trainer)
+        if gated:
+            number = math.nan  # not judged: neither counts nor resets
+        if math.isnan(number) and not gated and not self._warned_nan:
             self._warned_nan = True
             warnings.warn(
                 f"FocusAlert: {self.monitor!r} is NaN at epoch {epoch}, so it cannot count towards the alert (NaN "
                 "epochs neither count nor reset). The median is NaN when the number is undefined for most probe "
                 "images, e.g. border_lift on a grid so coarse that the border band covers every cell (pass "
-                "ExplainCallback(target_layer=<an earlier block>) or feed larger images), or constant maps.",
+                "ExplainCallback(layer=<an earlier block>) or feed larger images), or constant maps.",
                 UserWarning,
                 stacklevel=2,
             )
@@ -152,6 +204,23 @@ class FocusAlert(Callback):
                 step=logged_step(trainer),
             )
         return fire and self.stop_training
+
+    def _gated(self, trainer: pl.Trainer) -> bool:
+        """Whether this epoch is not judged because ``gate`` is below ``gate_threshold`` (or not logged)."""
+        if self.gate is None:
+            return False
+        value = trainer.callback_metrics.get(self.gate)
+        if value is None:
+            if not self._warned_gate:
+                self._warned_gate = True
+                warnings.warn(
+                    f"FocusAlert: the gate metric {self.gate!r} was not logged at epoch {trainer.current_epoch}; the "
+                    "epoch is not judged. Log it (e.g. self.log('val_acc', ...)) or pass gate=None.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            return True
+        return not float(value) >= self.gate_threshold
 
     def _warn(self, epoch: int, value: float, source: ExplainCallback | None) -> None:
         side = "below" if self.mode == "below" else "above"

@@ -1,4 +1,5 @@
-"""Synthetic data for studying shortcut learning: :class:`ShortcutShapes` and its data module.
+"""Data for studying shortcut learning: :class:`ShortcutShapes` (synthetic), :class:`NaturalShortcut` (objects on
+photographs shipped with scikit-image, the ``natural`` extra) and their data modules.
 
 Example:
     >>> from lightning_explain.data import ShortcutShapes
@@ -8,6 +9,8 @@ Example:
 """
 
 from lightning_explain.data.datamodule import ShortcutShapesDataModule
+from lightning_explain.data.natural_backgrounds import BACKGROUNDS, NaturalShortcut
+from lightning_explain.data.natural_datamodule import NaturalShortcutDataModule
 from lightning_explain.data.shortcut_shapes import (
     CLASS_NAMES,
     CUE_COLORS,
@@ -18,10 +21,13 @@ from lightning_explain.data.shortcut_shapes import (
 )
 
 __all__ = [
+    "BACKGROUNDS",
     "CLASS_NAMES",
     "CUE_COLORS",
     "NO_CUE",
     "OBJECT_PALETTE",
+    "NaturalShortcut",
+    "NaturalShortcutDataModule",
     "ShortcutShapes",
     "ShortcutShapesDataModule",
     "cue_concept_images",

@@ -104,7 +104,7 @@ def check_explain_arguments(
     border_fraction: float,
     probe: Tensor | None,
     probe_labels: Tensor | None,
-    probe_masks: Mapping[str, Tensor | None],
+    probe_masks: Mapping[str, Any],
 ) -> None:
     """ExplainCallback's own argument checks (those ViewCallback does not make), each error with its fix."""
     if layer_layout is not None and layer_layout not in LAYOUTS:

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from torch.utils.data.dataloader import default_collate
 
 from lightning_explain.capture import preserve_rng
+from lightning_explain.functional.boxes import Boxes, boxes_to_masks, check_boxes, is_boxes
 
 __all__ = [
     "BatchUnpacker",
@@ -37,6 +38,7 @@ __all__ = [
     "normalisation_problem",
     "probe_from_dataloader",
     "probe_from_dataset",
+    "probe_mask",
     "sampled_indices",
     "unpack_batch",
 ]
@@ -61,10 +63,14 @@ class Probe:
         return int(self.images.shape[0])
 
 
-def masks_from_batch(batch: Any, keys: Mapping[str, int | str], batch_size: int) -> dict[str, Tensor]:
+def masks_from_batch(
+    batch: Any, keys: Mapping[str, int | str], batch_size: int, size: tuple[int, int] | None = None
+) -> dict[str, Tensor]:
     """Pick masks out of a batch: ``keys`` maps a mask name to a tuple index or a dict key.
 
-    Each mask must be ``[B, H, W]`` (or ``[B, 1, H, W]``); non-boolean masks are thresholded at 0.5.
+    Each mask must be ``[B, H, W]`` (or ``[B, 1, H, W]``); non-boolean masks are thresholded at 0.5. With the
+    images' ``size`` ``(H, W)``, boxes are accepted too (``[B, 4]`` xyxy pixels, or a list of each image's boxes) and
+    turned into masks by :func:`~lightning_explain.functional.boxes.boxes_to_masks`.
     """
     out: dict[str, Tensor] = {}
     for name, key in keys.items():
@@ -78,16 +84,41 @@ def masks_from_batch(batch: Any, keys: Mapping[str, int | str], batch_size: int)
                 f"{name}_mask_key={key!r} selects nothing in a validation batch ({kind}). Give the tuple position or "
                 "dict key of the mask, or pass the masks for the probe explicitly."
             ) from None
+        if size is not None and is_boxes(value):
+            out[name] = boxes_to_masks(value, *size, name=f"the boxes at {name}_mask_key={key!r}")
+            if out[name].shape[0] != batch_size:
+                raise ValueError(
+                    f"{name}_mask_key={key!r} selects boxes for {out[name].shape[0]} images in a batch of {batch_size}."
+                )
+            continue
         mask = torch.as_tensor(value)
         if mask.ndim == 4 and mask.shape[1] == 1:
             mask = mask[:, 0]
         if mask.ndim != 3 or mask.shape[0] != batch_size:
             raise ValueError(
                 f"{name}_mask_key={key!r} selects a value of shape {list(mask.shape)}; a mask must be [B, H, W] "
-                f"with B = {batch_size}."
+                f"with B = {batch_size} (or boxes [B, 4] as (x0, y0, x1, y1) in pixels)."
             )
         out[name] = mask.detach().bool() if mask.dtype == torch.bool else mask.detach() > 0.5
     return out
+
+
+def probe_mask(probe: Tensor | None, value: Tensor | Boxes, name: str) -> Tensor:
+    """An explicit probe's masks ``[N, H, W]`` as given, or the masks of boxes (``[N, 4]`` xyxy pixels, or a list of
+    each image's boxes; checked against the probe's size, see :func:`~lightning_explain.functional.boxes_to_masks`).
+    """
+    if probe is not None and is_boxes(value):
+        height, width = int(probe.shape[-2]), int(probe.shape[-1])
+        check_boxes(value, height, width, batch_size=int(probe.shape[0]), name=name)
+        return boxes_to_masks(value, height, width, name=name)
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be masks [N, H, W] or boxes [N, 4]; got {type(value).__name__}.")
+    return value
+
+
+def _image_size(images: Tensor) -> tuple[int, int] | None:
+    """``(H, W)`` of images ``[B, C, H, W]`` (or ``[B, H, W]``), the frame boxes are read in; None for other shapes."""
+    return (int(images.shape[-2]), int(images.shape[-1])) if images.ndim >= 3 else None
 
 
 def _as_labels(value: Any, batch: int) -> Tensor | None:
@@ -199,7 +230,7 @@ def probe_from_dataset(
         samples = [dataset[int(i)] for i in indices]
         batch = (collate_fn or default_collate)(samples)
     images, labels = unpack_batch(batch, input_key=input_key, label_key=label_key, unpacker=unpacker)
-    masks = masks_from_batch(batch, mask_keys or {}, int(images.shape[0]))
+    masks = masks_from_batch(batch, mask_keys or {}, int(images.shape[0]), _image_size(images))
     probe = _finish(images, labels, masks, len(indices), len(indices), "the dataset")
     probe.batch_keys = _dict_keys(batch, label_key, unpacker)
     return probe
@@ -259,7 +290,7 @@ def probe_from_dataloader(
                 keys = _dict_keys(batch, label_key, unpacker)
             images.append(x)
             labels.append(y)
-            masks.append(masks_from_batch(batch, mask_keys or {}, int(x.shape[0])))
+            masks.append(masks_from_batch(batch, mask_keys or {}, int(x.shape[0]), _image_size(x)))
             seen += int(x.shape[0])
             if seen >= num:
                 break

@@ -11,6 +11,10 @@ Focus (Selvaraju et al. energy pointing game, Arras et al. relevance mass):
     ``pointing_game`` 1 if the map's maximum lies in the (optionally dilated) mask, the share of tied maxima inside
     when several pixels share the maximum; NaN for constant maps and empty masks.
 
+Without masks (how spread out the map is; a model that reads a textured background spreads its map over it):
+    ``spread`` exp(entropy of the map normalised to sum 1) / N, the share of the image the map effectively covers:
+    1 for a uniform map, k / N for a map uniform on k pixels, 1 / N for a single pixel. NaN for an all-zero map.
+
 Drift between two maps of the same image:
     ``emd`` Wasserstein-1 distance between the maps normalised to sum 1, in units of the image side, on a grid of
     at most ``grid`` x ``grid`` cells (8 by default): stabilised Sinkhorn, bracketed by a feasible plan and a
@@ -52,6 +56,7 @@ __all__ = [
     "mask_auc",
     "pointing_game",
     "spearman",
+    "spread",
     "topk_iou",
 ]
 
@@ -148,6 +153,29 @@ def border_mask(height: int, width: int, fraction: float = 0.1, device: torch.de
     return mask
 
 
+def spread(maps: Tensor) -> Tensor:
+    """The share of the image a map effectively covers: ``exp(H(p)) / N`` with ``p`` the map normalised to sum 1.
+
+    The perplexity of the map over the image's ``N`` pixels: 1.0 for a uniform map (chance level: no place is
+    preferred), ``k / N`` for a map spread evenly over ``k`` pixels, ``1 / N`` for a single pixel. Negative values
+    are clamped to 0 first; NaN for an all-zero (or not finite) map. A model that reads a texture covering the
+    background spreads its map over most of the image; one that reads an object concentrates it near the
+    object's area.
+
+    Example:
+        >>> maps = torch.zeros(2, 4, 4); maps[0] = 1.0; maps[1, :2, :2] = 3.0
+        >>> spread(maps).tolist()
+        [1.0, 0.25]
+    """
+    a = _check(maps).clamp_min(0).flatten(1).double()
+    total = a.sum(dim=1, keepdim=True)
+    p = a / total.clamp_min(1e-300)
+    entropy = -(torch.where(p > 0, p * p.clamp_min(1e-300).log(), torch.zeros_like(p))).sum(dim=1)
+    value = (entropy.exp() / a.shape[1]).float()
+    ok = (total[:, 0] > 0) & torch.isfinite(a).all(dim=1)
+    return torch.where(ok, value, torch.full_like(value, _NAN))
+
+
 # ------------------------------------------------------------------------------------------------ drift
 
 
@@ -226,12 +254,13 @@ def focus_report(
 ) -> dict[str, Tensor]:
     """Every focus metric per image ``[B]``, by name.
 
-    With object masks: ``energy_in_object``, ``object_area``, ``lift``, ``mask_auc``, ``pointing_game``. With
-    cue masks: ``energy_in_cue``, ``cue_area``, ``cue_lift``. Always (the no-mask heuristic):
-    ``border_energy``, ``border_area`` and ``border_lift`` (> 0: the border holds more than its share of the
-    map, a sign of background focus). ``grid``: the cells the maps were upsampled from (a layer map's grid; None:
-    the maps' own pixels). On a grid of at most 2 x 2 cells every cell holds the same share of the border band, so
-    ``border_lift`` cannot move (it is 0 for every map) and is NaN instead.
+    With object masks: ``energy_in_object``, ``object_area``, ``lift``, ``mask_auc``, ``pointing_game``. With cue
+    masks: ``energy_in_cue``, ``cue_area``, ``cue_lift``. Always (no masks needed): ``spread`` (the share of the
+    image the map covers; high for a map spread over a background), ``border_energy``, ``border_area`` and
+    ``border_lift`` (> 0: the border holds more than its share of the map, a sign of background focus). ``grid``:
+    the cells the maps were upsampled from (a layer map's grid; None: the maps' own pixels). On a grid of at most 2
+    x 2 cells every cell holds the same share of the border band, so ``border_lift`` cannot move (it is 0 for every
+    map) and is NaN instead.
 
     Example:
         >>> maps = torch.rand(1, 2, 2).repeat_interleave(16, 1).repeat_interleave(16, 2)  # a 2 x 2 map at 32 px
@@ -250,6 +279,7 @@ def focus_report(
         out["energy_in_cue"] = energy_in_mask(maps, cue_masks)
         out["cue_area"] = mask_area(cue_masks)
         out["cue_lift"] = lift(maps, cue_masks)
+    out["spread"] = spread(maps)
     border = border_mask(maps.shape[-2], maps.shape[-1], border_fraction, maps.device).expand_as(maps)
     out["border_energy"] = energy_in_mask(maps, border)
     out["border_area"] = mask_area(border)

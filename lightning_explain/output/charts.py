@@ -68,7 +68,7 @@ CHARTS: tuple[Chart, ...] = (
     Chart(
         "focus on the cue and the border",
         "focus",
-        ("energy_in_cue", "cue_area", "cue_lift", "border_energy", "border_area", "border_lift"),
+        ("energy_in_cue", "cue_area", "cue_lift", "border_energy", "border_area", "border_lift", "spread"),
     ),
     Chart("faithfulness: deletion and insertion AUC", "faithfulness", ("deletion_auc", "insertion_auc")),
     Chart("faithfulness: ROAD", "faithfulness", ("road_morf", "road_lerf", "road_gap")),

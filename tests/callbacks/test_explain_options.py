@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 from conftest import TinyCNN, assert_overlay_cells, loaders, make_dataset, read_event_images, trainer
-from lightning_explain.render import to_display
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_explain import ExplainCallback
 from lightning_explain.functional import explain
+from lightning_explain.output.render import to_display
 
 CELL = 32
 LAYER = "features.3"

@@ -199,7 +199,7 @@ def test_border_mask_geometry():
 def test_reports_have_the_documented_keys():
     maps = torch.rand(3, 16, 16)
     keys = set(focus_report(maps))
-    assert keys == {"border_energy", "border_area", "border_lift"}
+    assert keys == {"border_energy", "border_area", "border_lift", "spread"}
     masks = _square_mask(16, 4, 10, batch=3)
     keys = set(focus_report(maps, masks, masks))
     assert {"energy_in_object", "object_area", "lift", "mask_auc", "pointing_game", "energy_in_cue", "cue_lift"} <= keys

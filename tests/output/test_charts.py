@@ -16,7 +16,7 @@ from lightning_explain.report.page import chart_series
 
 # Every metric that ExplainCallback logs under {prefix}/{method}/ (its docstring's "Logged metrics").
 FOCUS = (
-    "border_energy", "border_area", "border_lift",
+    "border_energy", "border_area", "border_lift", "spread",
     "energy_in_object", "object_area", "lift", "mask_auc", "pointing_game",
     "energy_in_cue", "cue_area", "cue_lift",
 )  # fmt: skip
