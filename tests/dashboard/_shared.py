@@ -19,6 +19,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +54,10 @@ def trained_logdir() -> Path:
         explain = ExplainCallback("features.3", num_probe=PROBE, cell_size=CELL)
         alert = FocusAlert("explain/gradcam/focus/border_lift", threshold=-1.0, mode="above", patience=ALERT_EPOCH + 1)
         logger = TensorBoardLogger(str(root), name="tiny", version=version)
-        trainer(root / "work", max_epochs=epochs, logger=logger, callbacks=[explain, alert], log_every_n_steps=1).fit(
-            TinyCNN(), train, val
-        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="FocusAlert at epoch")  # it fires on purpose
+            fit = trainer(root / "work", max_epochs=epochs, logger=logger, callbacks=[explain, alert], log_every_n_steps=1)
+            fit.fit(TinyCNN(), train, val)
     shutil.rmtree(root / "work", ignore_errors=True)
     return root
 

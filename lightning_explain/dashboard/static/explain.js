@@ -191,7 +191,9 @@ export class Dashboard {
       for (const e of epochs) {
         const td = el('td', { class: 'lx-slot' + (alerts.has(e) ? ' lx-alert' : ''), 'data-epoch': e });
         const step = frames.get(e);
-        if (step !== undefined) {
+        if (step === undefined) {  // not explained at this epoch: keep the column's width, so runs stay aligned
+          for (let c = 1; c < Math.max(2, view.columns); c++) td.append(el('span', { class: 'lx-cell lx-missing', title: `${run}: no epoch ${e}` }));
+        } else {
           for (let c = 1; c < Math.max(2, view.columns); c++) {
             const params = { run, tag: view.tag, step, row: r, col: view.columns > 1 ? c : 0 };
             const img = this.img(params, { class: 'lx-cell', 'data-row': r, 'data-epoch': e, 'data-col': params.col,
