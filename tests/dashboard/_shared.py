@@ -39,12 +39,11 @@ def trained_logdir() -> Path:
     """A log dir with two runs written by a real ``Trainer`` with ``ExplainCallback`` and ``FocusAlert``:
     ``tiny/a`` (seed 0) and ``tiny/b`` (seed 1, two epochs only, to test the alignment by epoch)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import torch
     from conftest import TinyCNN, loaders, trainer
     from pytorch_lightning.loggers import TensorBoardLogger
 
     from lightning_explain import ExplainCallback, FocusAlert
-
-    import torch
 
     root = Path(tempfile.mkdtemp(prefix="dash-logdir-"))
     atexit.register(shutil.rmtree, root, True)
@@ -56,7 +55,9 @@ def trained_logdir() -> Path:
         logger = TensorBoardLogger(str(root), name="tiny", version=version)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="FocusAlert at epoch")  # it fires on purpose
-            fit = trainer(root / "work", max_epochs=epochs, logger=logger, callbacks=[explain, alert], log_every_n_steps=1)
+            fit = trainer(
+                root / "work", max_epochs=epochs, logger=logger, callbacks=[explain, alert], log_every_n_steps=1
+            )
             fit.fit(TinyCNN(), train, val)
     shutil.rmtree(root / "work", ignore_errors=True)
     return root
@@ -110,8 +111,22 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         code = "import sys; from tensorboard.main import run_main; sys.argv[0] = 'tensorboard'; run_main()"
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(self.port),
-             "--reload_interval", "1", *extra],
+            [
+                sys.executable,
+                "-c",
+                code,
+                "--logdir",
+                str(logdir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--reload_interval",
+                "1",
+                "--load_fast",
+                "false",
+                *extra,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -140,8 +155,51 @@ class Server:
         return json.loads(body)
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        self.proc.kill()  # our own child; nothing of it needs a clean shutdown
+        self.proc.wait(10)
+
+
+def live_copy(root: Path) -> tuple[Path, bytes, int]:
+    """``root/live/a``: run tiny/a cut just before its last epoch's grids; returns (file, all bytes, cut), so that
+    a test can append ``data[cut:]`` as training would."""
+    source = event_file(trained_logdir() / "tiny" / "a")
+    spans = records(source)
+    steps = [e.step for _, _, e in spans if any(v.WhichOneof("value") == "image" for v in e.summary.value)]
+    cut = min(
+        start
+        for start, _, e in spans
+        if e.step == max(steps)
+        and any(v.WhichOneof("value") == "image" or v.tag.endswith("layout/text_summary") for v in e.summary.value)
+    )
+    target = root / "live" / "a" / source.name
+    target.parent.mkdir(parents=True)
+    data = source.read_bytes()
+    target.write_bytes(data[:cut])
+    return target, data, cut
+
+
+@functools.cache
+def site() -> dict[str, Any]:
+    """One TensorBoard for the test process on a log dir with ``tiny/a``, ``tiny/b`` and ``live/a`` (tiny/a less its
+    last epoch, which the live test appends): ``{"server", "root", "live"}``."""
+    root = Path(tempfile.mkdtemp(prefix="dash-site-"))
+    atexit.register(shutil.rmtree, root, True)
+    shutil.copytree(trained_logdir() / "tiny", root / "tiny")
+    live = live_copy(root)
+    server = Server(root)
+    atexit.register(server.close)
+    return {"server": server, "root": root, "live": live}
+
+
+@functools.cache
+def empty_site() -> Server:
+    """One TensorBoard on a log dir whose only run holds a scalar written by torch's SummaryWriter."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    root = Path(tempfile.mkdtemp(prefix="dash-empty-"))
+    atexit.register(shutil.rmtree, root, True)
+    with SummaryWriter(str(root / "other")) as writer:
+        writer.add_scalar("loss", 1.0, 0)
+    server = Server(root)
+    atexit.register(server.close)
+    return server

@@ -4,13 +4,12 @@ the empty state and two runs aligned by epoch."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from _shared import ALERT_EPOCH, CELL, EPOCHS, PROBE, Server, event_file, logged_grids, records, trained_logdir
+from _shared import ALERT_EPOCH, CELL, EPOCHS, PROBE, empty_site, logged_grids, trained_logdir
+from _shared import site as shared_site
 from conftest import CHROMIUM_ARGS
 
 from lightning_explain.render import grid_layout
@@ -25,28 +24,9 @@ PIXELS_JS = """(img) => {
 }"""
 
 
-def _live_copy(root: Path) -> tuple[Path, bytes, int]:
-    """``root/live/a``: run tiny/a cut just before its last epoch's grids; returns (file, all bytes, cut)."""
-    source = event_file(trained_logdir() / "tiny" / "a")
-    spans = records(source)
-    steps = [e.step for _, _, e in spans if any(v.WhichOneof("value") == "image" for v in e.summary.value)]
-    cut = min(s for s, _, e in spans if e.step == max(steps) and any(
-        v.WhichOneof("value") == "image" or v.tag.endswith("layout/text_summary") for v in e.summary.value))
-    target = root / "live" / "a" / source.name
-    target.parent.mkdir(parents=True)
-    data = source.read_bytes()
-    target.write_bytes(data[:cut])
-    return target, data, cut
-
-
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    root = tmp_path_factory.mktemp("dash-browser")
-    shutil.copytree(trained_logdir() / "tiny", root / "tiny")
-    live = _live_copy(root)
-    tb = Server(root)
-    yield {"server": tb, "root": root, "live": live}
-    tb.close()
+def site() -> dict[str, Any]:
+    return shared_site()
 
 
 @pytest.fixture(scope="module")
@@ -175,17 +155,9 @@ def test_a_run_that_gains_an_epoch_shows_it_while_the_page_is_open(page, site):
     assert strip.locator(f'img[data-epoch="{EPOCHS - 1}"]').count() == PROBE
 
 
-def test_a_logdir_without_our_data_shows_the_empty_state(page, tmp_path):
-    from torch.utils.tensorboard import SummaryWriter
-
-    with SummaryWriter(str(tmp_path / "other")) as writer:
-        writer.add_scalar("loss", 1.0, 0)
-    tb = Server(tmp_path)
-    try:
-        page.goto(f"{tb.url}/data/plugin_entry.html?name=lightning_explain")
-        empty = page.locator(".lx-empty")
-        empty.wait_for()
-        text = empty.text_content()
-        assert "No explained epochs" in text and "ExplainCallback()" in text and "1 run(s)" in text
-    finally:
-        tb.close()
+def test_a_logdir_without_our_data_shows_the_empty_state(page):
+    page.goto(f"{empty_site().url}/data/plugin_entry.html?name=lightning_explain")
+    empty = page.locator(".lx-empty")
+    empty.wait_for()
+    text = empty.text_content()
+    assert "No explained epochs" in text and "ExplainCallback()" in text and "1 run(s)" in text

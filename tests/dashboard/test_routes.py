@@ -7,12 +7,24 @@ import json
 import shutil
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 import pytest
-from _shared import ALERT_EPOCH, CELL, EPOCHS, PROBE, Server, event_file, logged_grids, png_pixels, records, trained_logdir
+from _shared import (
+    ALERT_EPOCH,
+    CELL,
+    EPOCHS,
+    PROBE,
+    Server,
+    empty_site,
+    event_file,
+    logged_grids,
+    png_pixels,
+    records,
+    site,
+    trained_logdir,
+)
 
 from lightning_explain.dashboard.data import Logdir
 from lightning_explain.render import GridLayout
@@ -21,10 +33,8 @@ API = "/data/plugin/lightning_explain"
 
 
 @pytest.fixture(scope="module")
-def server() -> Any:
-    tb = Server(trained_logdir())
-    yield tb
-    tb.close()
+def server() -> Server:
+    return site()["server"]
 
 
 def test_the_plugin_is_found_through_the_installed_entry_point(server):
@@ -47,7 +57,7 @@ def test_the_plugin_is_found_through_the_installed_entry_point(server):
 
 def test_runs_views_captions_and_alert(server):
     runs = server.json(f"{API}/runs")
-    assert [r["name"] for r in runs["runs"]] == ["tiny/a", "tiny/b"]
+    assert [r["name"] for r in runs["runs"]] == ["live/a", "tiny/a", "tiny/b"]
     run = server.json(f"{API}/run?run=tiny/a")
     views = {v["method"]: v for v in run["views"]}
     assert set(views) == {"gradcam", "saliency", "activations"}
@@ -72,7 +82,9 @@ def test_a_cell_is_the_logged_grid_cut_by_its_layout(server):
         assert layout.size == grid.shape[:2]
         for row in (0, PROBE - 1):
             for col in (0, 1):
-                status, body, kind = server.get(f"{API}/cell?run=tiny/a&tag=explain/gradcam&step={step}&row={row}&col={col}")
+                status, body, kind = server.get(
+                    f"{API}/cell?run=tiny/a&tag=explain/gradcam&step={step}&row={row}&col={col}"
+                )
                 assert status == 200 and kind == "image/png"
                 top, left, bottom, right = layout.cell_box(row, col)
                 assert np.array_equal(png_pixels(body), grid[top:bottom, left:right]), (epoch, row, col)
@@ -116,7 +128,11 @@ BAD = [
     ("cell?run=tiny/a&tag=explain/gradcam&step=3&row=0&col=0", 404, "has no image at step 3"),
     ("cell?run=tiny/a&tag=explain/gradcam&step=-2&row=0&col=0", 400, "step must be a whole number"),
     ("cell?run=tiny/a&tag=explain/gradcam&step=99999999999999999999&row=0&col=0", 400, "step must be"),
-    ("cell?run=tiny/a&tag=explain/gradcam&step=2&row=-1&col=0", 400, f"row must be a whole number from 0 to {PROBE - 1}"),
+    (
+        "cell?run=tiny/a&tag=explain/gradcam&step=2&row=-1&col=0",
+        400,
+        f"row must be a whole number from 0 to {PROBE - 1}",
+    ),
     ("cell?run=tiny/a&tag=explain/gradcam&step=2&row=4&col=0", 400, f"from 0 to {PROBE - 1}; got '4'"),
     ("cell?run=tiny/a&tag=explain/gradcam&step=2&row=99999999999&col=0", 400, "row must be"),
     ("cell?run=tiny/a&tag=explain/gradcam&step=2&row=0&col=2", 400, "col must be a whole number from 0 to 1"),
@@ -133,7 +149,7 @@ def test_bad_input_is_a_4xx_with_a_message(server, query, status, message):
     assert kind == "application/json"
     error = json.loads(body)["error"]
     assert message in error, error
-    assert "Traceback" not in error and "File \"" not in error
+    assert "Traceback" not in error and 'File "' not in error
 
 
 def test_a_truncated_event_file_serves_what_is_complete_and_grows(tmp_path):
@@ -141,8 +157,12 @@ def test_a_truncated_event_file_serves_what_is_complete_and_grows(tmp_path):
     data = source.read_bytes()
     spans = records(source)
     last_step = max(e.step for _, _, e in spans if any(v.WhichOneof("value") == "image" for v in e.summary.value))
-    cut = min(start for start, _, e in spans if e.step == last_step and any(
-        v.WhichOneof("value") == "image" or v.tag.endswith("layout/text_summary") for v in e.summary.value))
+    cut = min(
+        start
+        for start, _, e in spans
+        if e.step == last_step
+        and any(v.WhichOneof("value") == "image" or v.tag.endswith("layout/text_summary") for v in e.summary.value)
+    )
     run = tmp_path / "live" / "a"
     run.mkdir(parents=True)
     target = run / source.name
@@ -159,20 +179,13 @@ def test_a_truncated_event_file_serves_what_is_complete_and_grows(tmp_path):
     assert logdir.runs()["runs"][0]["version"] == 2
 
 
-def test_a_logdir_without_our_data_has_no_active_tab(tmp_path):
-    from torch.utils.tensorboard import SummaryWriter
-
-    with SummaryWriter(str(tmp_path / "other")) as writer:
-        writer.add_scalar("loss", 1.0, 0)
-    tb = Server(tmp_path)
-    try:
-        listing = tb.json("/data/plugins_listing")
-        assert listing["lightning_explain"]["enabled"] is False
-        assert tb.json(f"{API}/runs") == {"runs": [], "others": 1}
-        status, body, _ = tb.get(f"{API}/run?run=other")
-        assert status == 404 and "no run 'other' with explained epochs" in json.loads(body)["error"]
-    finally:
-        tb.close()
+def test_a_logdir_without_our_data_has_no_active_tab():
+    tb = empty_site()
+    listing = tb.json("/data/plugins_listing")
+    assert listing["lightning_explain"]["enabled"] is False and listing["scalars"]["enabled"] is True
+    assert tb.json(f"{API}/runs") == {"runs": [], "others": 1}
+    status, body, _ = tb.get(f"{API}/run?run=other")
+    assert status == 404 and "no run 'other' with explained epochs" in json.loads(body)["error"]
 
 
 def test_copying_a_run_keeps_it_readable(tmp_path):
