@@ -38,7 +38,7 @@ import numpy as np
 
 from lightning_explain.charts import CHARTS
 
-__all__ = ["ApiError", "Logdir", "RunIndex", "cut_cell", "parse_index"]
+__all__ = ["ApiError", "Logdir", "RunIndex", "cut_cell", "deblock", "decode_png", "encode_png", "parse_index"]
 
 #: The text tags that hold a grid layout (torch's SummaryWriter appends ``/text_summary`` to a text tag).
 _LAYOUT_SUFFIXES = ("/layout/text_summary", "/layout")
@@ -297,6 +297,32 @@ def cut_cell(grid: np.ndarray, layout: Any, row: int, column: int) -> np.ndarray
     return grid[top:bottom, left:right]
 
 
+def deblock(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` without the enlargement of small images: a grid cell of a 16 px image in a 128 px cell repeats each
+    pixel in an 8 x 8 block (:func:`~lightning_explain.render.compose_grid` enlarges by a whole factor with nearest
+    neighbours); this returns one pixel per block, so a browser that draws it ``image-rendering: pixelated`` at the
+    cell's size shows exactly the logged pixels from 64 times fewer bytes. Other cells come back unchanged.
+
+    Example:
+        >>> deblock(np.kron(np.arange(4, dtype=np.uint8).reshape(2, 2, 1), np.ones((3, 3, 1), np.uint8))).shape
+        (2, 2, 1)
+    """
+    if pixels.shape[0] < 2 or pixels.shape[1] < 2:
+        return pixels
+    rows = np.flatnonzero((pixels[1:] != pixels[:-1]).reshape(pixels.shape[0] - 1, -1).any(axis=1)) + 1
+    cols = (
+        np.flatnonzero(
+            (pixels[:, 1:] != pixels[:, :-1]).transpose(1, 0, 2).reshape(pixels.shape[1] - 1, -1).any(axis=1)
+        )
+        + 1
+    )
+    step_h = math.gcd(pixels.shape[0], *rows.tolist())  # every change of row lies on a block edge
+    step_w = math.gcd(pixels.shape[1], *cols.tolist())
+    if step_h == 1 and step_w == 1:
+        return pixels
+    return np.ascontiguousarray(pixels[::step_h, ::step_w])
+
+
 def encode_png(pixels: np.ndarray, compress_level: int = 6) -> bytes:
     """PNG bytes of a ``uint8`` ``H x W x 3`` array."""
     from PIL import Image
@@ -451,7 +477,8 @@ class Logdir:
 
     def cell(self, name: str | None, tag: str | None, step: str | None, row: str | None, col: str | None) -> bytes:
         """The PNG of one cell: row ``row`` (a probe image), column ``col`` (0: the input) of the grid of view
-        ``tag`` logged at ``step`` (the whole grid when no layout was logged with it)."""
+        ``tag`` logged at ``step`` (the whole grid when no layout was logged with it), enlarged cells stored at their
+        image's own size (:func:`deblock`: shown pixelated at the cell size, the same pixels)."""
         with self._lock:
             run = self._run(name)
             view = self._view(run, tag)
@@ -472,7 +499,7 @@ class Logdir:
             grid = self._grid(run, tag, at, where)
         if layout is not None and (grid.shape[0], grid.shape[1]) != layout.size:
             layout = None  # a layout that does not fit its grid: serve the grid whole
-        data = encode_png(cut_cell(grid, layout, r, c))
+        data = encode_png(deblock(cut_cell(grid, layout, r, c)))
         with self._lock:
             self._cells[key] = data
             while len(self._cells) > 64 * self._cache_grids:

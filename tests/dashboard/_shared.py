@@ -97,6 +97,14 @@ def png_pixels(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
+def enlarged(pixels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A served cell (stored at its image's own size) as the browser shows it in a cell of ``shape``: each pixel
+    repeated in a whole-factor block (``image-rendering: pixelated``)."""
+    fh, fw = shape[0] // pixels.shape[0], shape[1] // pixels.shape[1]
+    assert (pixels.shape[0] * fh, pixels.shape[1] * fw) == tuple(shape[:2]), (pixels.shape, shape)
+    return np.repeat(np.repeat(pixels, fh, axis=0), fw, axis=1)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

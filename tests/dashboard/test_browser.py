@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _shared import ALERT_EPOCH, CELL, EPOCHS, PROBE, empty_site, logged_grids, trained_logdir
+from _shared import ALERT_EPOCH, CELL, EPOCHS, PROBE, empty_site, enlarged, logged_grids, trained_logdir
 from _shared import site as shared_site
 from conftest import CHROMIUM_ARGS
 
@@ -81,14 +81,15 @@ def test_a_cell_shows_the_logged_pixels_and_the_method_switch_changes_them(page,
         layout = grid_layout(grid.shape[:2], probe_size, CELL)
         top, left, bottom, right = layout.cell_box(row, 1)
         shown = _cell_pixels(frame, f'.lx-strip[data-run="tiny/a"] img[data-row="{row}"][data-epoch="{epoch}"]')
-        assert np.array_equal(shown, grid[top:bottom, left:right]), f"epoch {epoch}, row {row}"
+        logged = grid[top:bottom, left:right]
+        assert np.array_equal(enlarged(shown, logged.shape), logged), f"epoch {epoch}, row {row}"
     gradcam = _cell_pixels(frame, '.lx-strip[data-run="tiny/a"] img[data-row="0"][data-epoch="0"]')
     frame.locator("select.lx-method").select_option("saliency")
     frame.locator('.lx-strip[data-run="tiny/a"] h3', has_text="saliency").wait_for()
     saliency = _cell_pixels(frame, '.lx-strip[data-run="tiny/a"] img[data-row="0"][data-epoch="0"]')
     grid = logged_grids(trained_logdir() / "tiny" / "a", "explain/saliency")[steps[0]]
     top, left, bottom, right = grid_layout(grid.shape[:2], probe_size, CELL).cell_box(0, 1)
-    assert np.array_equal(saliency, grid[top:bottom, left:right])
+    assert np.array_equal(enlarged(saliency, (CELL, CELL)), grid[top:bottom, left:right])
     assert not np.array_equal(saliency, gradcam)
 
 

@@ -18,6 +18,7 @@ from _shared import (
     PROBE,
     Server,
     empty_site,
+    enlarged,
     event_file,
     logged_grids,
     png_pixels,
@@ -87,7 +88,10 @@ def test_a_cell_is_the_logged_grid_cut_by_its_layout(server):
                 )
                 assert status == 200 and kind == "image/png"
                 top, left, bottom, right = layout.cell_box(row, col)
-                assert np.array_equal(png_pixels(body), grid[top:bottom, left:right]), (epoch, row, col)
+                served = png_pixels(body)
+                assert served.shape[0] < CELL  # the 16 px image's cell, without its 2x enlargement
+                logged = grid[top:bottom, left:right]
+                assert np.array_equal(enlarged(served, logged.shape), logged), (epoch, row, col)
     assert layout.cell_height == CELL
 
 
@@ -171,7 +175,7 @@ def test_a_truncated_event_file_serves_what_is_complete_and_grows(tmp_path):
     frames = {v["method"]: v["frames"] for v in logdir.run("live/a")["views"]}
     assert [e for e, _ in frames["gradcam"]] == list(range(EPOCHS - 1))
     step = frames["gradcam"][-1][1]
-    assert png_pixels(logdir.cell("live/a", "explain/gradcam", str(step), "0", "1")).shape == (CELL, CELL, 3)
+    assert png_pixels(logdir.cell("live/a", "explain/gradcam", str(step), "0", "1")).shape == (16, 16, 3)
     with target.open("ab") as f:  # training writes the rest
         f.write(data[cut + 20 :])
     frames = {v["method"]: v["frames"] for v in logdir.run("live/a")["views"]}
