@@ -380,7 +380,7 @@ class Logdir:
                 run.refresh()
 
     def _folders(self) -> list[str]:
-        found = []
+        found: list[str] = []
         if not os.path.isdir(self.root):
             return found
         for folder, _, files in os.walk(self.root):
@@ -468,7 +468,8 @@ class Logdir:
             if wanted not in frames:
                 raise ApiError(404, f"view {view['tag']!r} of run {run.name!r} has no epoch {wanted}.")
             meta = run.layouts.get(frames[wanted], {})
-            per_image = meta.get("per_image") if isinstance(meta.get("per_image"), Mapping) else {}
+            raw = meta.get("per_image")
+            per_image: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
             head = f"{view['method']}/"
             return {
                 "epoch": wanted,

@@ -102,7 +102,7 @@ class ExplainPlugin(base_plugin.TBPlugin):  # type: ignore[misc]
 
         return serve
 
-    @Request.application  # type: ignore[misc]
+    @Request.application  # type: ignore[misc, arg-type]
     def _cell(self, request: Request) -> Response:
         if self._data is None:
             return _json({"error": "TensorBoard was started without --logdir: nothing to show."}, 400)

@@ -130,7 +130,7 @@ export class Dashboard {
     const keepX = this.root.querySelector('.lx-scroll')?.scrollLeft || 0;
     this.observer.disconnect();
     const runs = [this.state.runA, this.state.runB].filter(Boolean);
-    this.root.replaceChildren(this.controls(), this.chartsBlock(), ...runs.map(r => this.strip(r)));
+    this.root.replaceChildren(this.controls(), ...runs.map(r => this.strip(r)), this.chartsBlock());
     this.root.querySelectorAll('.lx-scroll').forEach(s => { s.scrollLeft = keepX; });
     this.syncScroll();
     this.loadCharts();
@@ -172,8 +172,10 @@ export class Dashboard {
     const last = view.frames[view.frames.length - 1];
     const table = el('table', { class: 'lx-table' });
     const head = el('tr', {}, el('th', { class: 'lx-input-head', text: 'input' }));
+    const span = Math.max(1, view.columns - 1);  // maps per cell; every column gets the same width in every run
+    const width = `calc(${span} * (var(--cell) + 5px))`;
     for (const e of epochs) {
-      const th = el('th', { class: 'lx-epoch' + (alerts.has(e) ? ' lx-alert' : '') + (e === this.state.selected ? ' lx-selected' : ''),
+      const th = el('th', { style: `width:${width};min-width:${width};max-width:${width}`, class: 'lx-epoch' + (alerts.has(e) ? ' lx-alert' : '') + (e === this.state.selected ? ' lx-selected' : ''),
         'data-epoch': e, title: alerts.has(e) ? `FocusAlert fired at epoch ${e}` : `epoch ${e}` },
         `epoch ${e}`, alerts.has(e) ? el('span', { class: 'lx-badge', text: 'alert' }) : null);
       th.addEventListener('click', () => this.select(e));
@@ -189,7 +191,8 @@ export class Dashboard {
         el('div', { class: 'lx-caption', text: `#${r} ${captionText(lastCaption)}` }));
       const tr = el('tr', { class: 'lx-row', 'data-row': r }, input);
       for (const e of epochs) {
-        const td = el('td', { class: 'lx-slot' + (alerts.has(e) ? ' lx-alert' : ''), 'data-epoch': e });
+        const td = el('td', { class: 'lx-slot' + (alerts.has(e) ? ' lx-alert' : ''), 'data-epoch': e,
+          style: `width:${width};min-width:${width};max-width:${width}` });
         const step = frames.get(e);
         if (step === undefined) {  // not explained at this epoch: keep the column's width, so runs stay aligned
           for (let c = 1; c < Math.max(2, view.columns); c++) td.append(el('span', { class: 'lx-cell lx-missing', title: `${run}: no epoch ${e}` }));
