@@ -8,7 +8,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 DEMO_ARGS ?=
 
-.PHONY: demo test lint bench install-dev browser
+.PHONY: demo test lint bench bench-dashboard install-dev browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,8 @@ lint: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(PY) benchmarks/bench_probe_pass.py
+
+# The Explain dashboard: first paint of a 100-epoch x 16-image x 5-method run, TensorBoard start-up with and without
+# the plugin, the HTML report's bytes per epoch (needs chromium: make browser).
+bench-dashboard: $(DEV_STAMP) browser
+	$(PY) benchmarks/bench_dashboard.py

@@ -130,10 +130,9 @@ def _free_port() -> int:
 LAUNCH = """
 import sys
 from tensorboard import default, program
-plugins = default.get_plugins()
-if sys.argv[1] == "with":
-    from lightning_explain.dashboard.plugin import ExplainPlugin
-    plugins = plugins + [ExplainPlugin]
+plugins = default.get_plugins()  # TensorBoard's own and the entry points' (ours among them)
+if sys.argv[1] == "without":
+    plugins = [p for p in plugins if getattr(p, "plugin_name", None) != "lightning_explain"]
 tb = program.TensorBoard(plugins=plugins)
 argv = ["tensorboard", "--logdir", sys.argv[2], "--host", "127.0.0.1", "--port", sys.argv[3], "--load_fast", "false"]
 tb.configure(argv=argv)
@@ -146,10 +145,11 @@ def start(logdir: Path, plugin: bool = True) -> tuple[subprocess.Popen[bytes], s
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
+    log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [sys.executable, "-c", LAUNCH, "with" if plugin else "without", str(logdir), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     while True:
         try:
@@ -157,7 +157,8 @@ def start(logdir: Path, plugin: bool = True) -> tuple[subprocess.Popen[bytes], s
             break
         except OSError:
             if proc.poll() is not None:
-                raise SystemExit("TensorBoard did not start") from None
+                log.seek(0)
+                raise SystemExit(f"TensorBoard did not start: {log.read().decode()[-3000:]}") from None
             time.sleep(0.02)
     listing = time.perf_counter() - t0
     urllib.request.urlopen(url + "/data/plugin/scalars/tags", timeout=30).read()

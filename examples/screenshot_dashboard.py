@@ -5,6 +5,9 @@ entry point), opens the tab in headless Chromium (Debian's ``chromium``, driven 
 the runs and the method, and writes ``docs/dashboard.png``. ``make demo`` writes the demo's two runs first:
 
     python examples/shortcut_detection.py && python examples/screenshot_dashboard.py runs/shortcut_demo
+
+Given an HTML report instead of a log dir (``lightning-explain report ... -o report.html``), it screenshots the
+report's page the same way (``--out docs/html_report.png``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
@@ -56,14 +60,18 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    port = free_port()
-    proc = start_tensorboard(args.logdir, port)
+    report = args.logdir.endswith(".html")
+    proc = None if report else start_tensorboard(args.logdir, port := free_port())
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": args.width, "height": args.height})
-            page.goto(f"http://127.0.0.1:{port}/#lightning_explain")
-            frame = page.frame_locator("iframe")
+            if report:
+                page.goto(Path(args.logdir).resolve().as_uri())
+                frame: Any = page
+            else:
+                page.goto(f"http://127.0.0.1:{port}/#lightning_explain")
+                frame = page.frame_locator("iframe")
             frame.locator(".lx-strip").first.wait_for()
             runs = frame.locator("select.lx-run option").all_text_contents()
             run = args.run or runs[0]
@@ -80,8 +88,9 @@ def main() -> None:
             page.screenshot(path=args.out)
             browser.close()
     finally:
-        proc.terminate()
-        proc.wait(10)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
     print(f"wrote {args.out}")
 
 

@@ -127,6 +127,7 @@ class RunIndex:
     prefixes: set[str] = field(default_factory=set)
     layer: str | None = None
     version: int = 0
+    _views: tuple[int, dict[str, dict[str, Any]]] | None = field(default=None, repr=False)
 
     def refresh(self) -> bool:
         """Read what was appended to the run's event files since the last refresh; True when anything was new."""
@@ -216,7 +217,10 @@ class RunIndex:
         return self.epoch_of_image(step)
 
     def views(self) -> dict[str, dict[str, Any]]:
-        """Each image tag under one of our prefixes: its method, rows, columns and ``{epoch: step}`` (last wins)."""
+        """Each image tag under one of our prefixes: its method, rows, columns and ``{epoch: step}`` (last wins);
+        computed once per version of the index."""
+        if self._views is not None and self._views[0] == self.version:
+            return self._views[1]
         out: dict[str, dict[str, Any]] = {}
         for tag, steps in sorted(self.images.items()):
             prefix = max((p for p in self.prefixes if tag.startswith(p + "/")), key=len, default=None)
@@ -238,6 +242,7 @@ class RunIndex:
                 "columns": columns,
                 "frames": [[epoch, frames[epoch]] for epoch in sorted(frames)],
             }
+        self._views = (self.version, out)
         return out
 
     def grid_layout(self, tag: str, step: int) -> Any:
