@@ -8,7 +8,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 DEMO_ARGS ?=
 
-.PHONY: demo test lint bench install-dev browser docs docs-serve tensorboard pictures dist mutation bench-shortcut
+.PHONY: demo test lint bench install-dev browser docs docs-serve tensorboard pictures dist mutation bench-shortcut bench-dashboard
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -78,3 +78,8 @@ mutation: $(DEV_STAMP)
 BENCH_SHORTCUT_ARGS ?=
 bench-shortcut: $(DEV_STAMP)
 	$(PY) benchmarks/bench_shortcut_detection.py $(BENCH_SHORTCUT_ARGS)
+
+# The Explain dashboard: first paint of a 100-epoch x 16-image x 5-method run, TensorBoard start-up with and without
+# the plugin, the HTML report's bytes per epoch (needs chromium: make browser).
+bench-dashboard: $(DEV_STAMP) browser
+	$(PY) benchmarks/bench_dashboard.py

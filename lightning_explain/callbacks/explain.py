@@ -20,6 +20,7 @@ from lightning_explain.callbacks import _defaults as D
 from lightning_explain.callbacks._renamed import renamed
 from lightning_explain.callbacks._view import ViewCallback, layer_name
 from lightning_explain.capture import preserve_model_state
+from lightning_explain.dashboard.summary import layout_extras
 from lightning_explain.epoch.checks import check_explain_arguments, check_int, check_positive_int, check_probe_masks
 from lightning_explain.epoch.faithfulness_schedule import Faithfulness
 from lightning_explain.epoch.grids import layout_json, render_probe, row_captions, view_grid, view_maps, views
@@ -384,10 +385,20 @@ class ExplainCallback(ViewCallback):
             grids = self._grids(result, epoch)
         if grids:
             with clock.stage("handing the grids to the writer"):
-                layout = layout_json(grids, self._probe.images.shape[-2:], self.cell_size, epoch, step)
-                self._guard(
-                    "logging the images", epoch, self._write, trainer, grids, {f"{self.tag_prefix}/layout": layout}
-                )
+                self._guard("logging the images", epoch, self._write_epoch, trainer, grids, result, epoch, step)
+
+    def _write_epoch(
+        self, trainer: pl.Trainer, grids: dict[str, Tensor], result: ExplainResult, epoch: int, step: int
+    ) -> None:
+        """Hand the grids to the writer, with the layout text (and the dashboard's captions and numbers)."""
+        assert self._probe is not None
+        labels = self._probe.labels.tolist() if self._probe.labels is not None else None
+        per_image = self.latest_per_image if self.latest_epoch == epoch else {}
+        extras = layout_extras(
+            predictions_of(result), labels, result.targets.tolist(), self._class_name, per_image, self.tag_prefix
+        )
+        layout = layout_json(grids, self._probe.images.shape[-2:], self.cell_size, epoch, step, extras)
+        self._write(trainer, grids, {f"{self.tag_prefix}/layout": layout})
 
     def _log_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule, result: ExplainResult) -> None:
         assert self._probe is not None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from torch import Tensor
 
@@ -115,13 +116,22 @@ def view_grid(
     )
 
 
-def layout_json(grids: Mapping[str, Tensor], image_size: Sequence[int], cell_size: int, epoch: int, step: int) -> str:
-    """JSON that says where each probe image's row lies in each grid (the HTML report cuts rows with it)."""
+def layout_json(
+    grids: Mapping[str, Tensor],
+    image_size: Sequence[int],
+    cell_size: int,
+    epoch: int,
+    step: int,
+    extras: Mapping[str, Any] | None = None,
+) -> str:
+    """JSON that says where each probe image's row lies in each grid (the HTML report and the Explain dashboard cut
+    cells with it), with ``extras`` (the dashboard's captions and per-image numbers) as further keys."""
     layouts = {tag: grid_layout(grid.shape[-2:], image_size, cell_size) for tag, grid in grids.items()}
     return json.dumps(
         {
             "epoch": epoch,
             "step": step,
             "grids": {tag: dataclasses.asdict(lay) for tag, lay in layouts.items() if lay is not None},
+            **(extras or {}),
         }
     )

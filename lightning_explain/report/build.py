@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lightning_explain.report.events import find_runs, read_run
-from lightning_explain.report.page import render_html
+from lightning_explain.report.events import find_runs
 
 __all__ = ["write_report"]
 
@@ -33,8 +32,16 @@ def _progress(total: int, label: str, quiet: bool) -> Any:
     )
 
 
+def _step(bar: Any, what: str) -> None:
+    bar.set_postfix_str(what, refresh=False)
+    bar.update()
+
+
 def write_report(logdir: str | Path, output: str | Path, *, quiet: bool = False) -> Path:
     """Read every run under ``logdir`` and write the HTML report to ``output``; return its path.
+
+    The report is the Explain dashboard (the film strips, charts and alert marks of TensorBoard's Explain tab,
+    from the same front-end), with its data inlined: see :mod:`lightning_explain.dashboard.offline`.
 
     Args:
         logdir: a TensorBoard log dir; every folder under it with event files is one run of the report.
@@ -52,21 +59,11 @@ def write_report(logdir: str | Path, output: str | Path, *, quiet: bool = False)
             f"no TensorBoard event files under {root}: pass the log dir of a run that used a TensorBoardLogger "
             "(the folder given to TensorBoardLogger(save_dir), or one of its versions)."
         )
-    runs = []
-    with _progress(len(paths), "reading events", quiet) as reading:
-        for path in paths:
-            name = str(path.relative_to(root)) if path != root else root.name
-            runs.append(read_run(path, name))
-            reading.set_postfix_str(name, refresh=False)
-            reading.update()
-    if not any(r.images for r in runs):
-        raise FileNotFoundError(
-            f"the event files under {root} ({len(runs)} run{'s' * (len(runs) != 1)}) hold no images: the report shows "
-            "the image grids lightning_explain's callbacks log (tags like 'explain/gradcam', with their "
-            "'.../layout' texts). Pass the log dir of a run with ExplainCallback and a TensorBoardLogger."
-        )
-    with _progress(sum(len(r.images) for r in runs), "rendering", quiet) as rendering:
-        text = render_html(runs, f"lightning_explain report: {root.name}", rendering)
+    from lightning_explain.dashboard.offline import dashboard_html
+
+    with _progress(len(paths), "reading and cutting the grids", quiet) as bar:
+        bar.total = None  # one step per view; the count of views is known only once the runs are read
+        text = dashboard_html(root, f"lightning_explain report: {root.name}", lambda what: _step(bar, what))
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")

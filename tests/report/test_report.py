@@ -60,60 +60,90 @@ def report(explained_run: dict[str, Any], tmp_path_factory: pytest.TempPathFacto
     return out, out.read_text(encoding="utf-8")
 
 
+def _data(text: str) -> dict[str, Any]:
+    """The data API's answers the report inlines (``json``, ``cells``, ``inputs``; see dashboard.offline)."""
+    found = re.search(r'<script type="application/json" id="lx-data">(.*?)</script>', text, re.S)
+    assert found is not None
+    return json.loads(found.group(1).replace("<\\/", "</"))
+
+
+def _enlarged(uri: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A stored cell (at its image's own size) as the page shows it in a cell of ``shape`` (pixelated)."""
+    pixels = _png(uri)
+    fh, fw = shape[0] // pixels.shape[0], shape[1] // pixels.shape[1]
+    return np.repeat(np.repeat(pixels, fh, axis=0), fw, axis=1)
+
+
+RUN = "tiny/v0"
+
+
 def test_report_shows_every_method_and_epoch_with_the_logged_pixels(explained_run, report):
     _, text = report
+    data = _data(text)
     logged = read_event_images(explained_run["log_dir"])
-    sections = _sections(text)
-    assert set(sections) == {f"explain/{m}" for m in METHODS}
-    for tag, frames in sections.items():
-        assert [f["label"].split(" (")[0] for f in frames] == [f"epoch {e}" for e in range(RUN_EPOCHS)]
-        assert [f["x"] for f in frames] == list(range(RUN_EPOCHS))
-        for frame, (_, pixels) in zip(frames, logged[tag], strict=True):
-            assert np.array_equal(_png(frame["src"]), pixels)  # the very image the callback logged
-            assert frame["width"] == pixels.shape[1]
+    assert [r["name"] for r in data["json"]["runs?"]["runs"]] == [RUN]
+    views = {v["tag"]: v for v in data["json"][f"run?run={RUN}"]["views"]}
+    assert set(views) == {f"explain/{m}" for m in METHODS}
+    for tag, view in views.items():
+        assert [e for e, _ in view["frames"]] == list(range(RUN_EPOCHS))
+        for (_, step), (logged_step, pixels) in zip(view["frames"], logged[tag], strict=True):
+            assert step == logged_step
+            layout = _grid_layout(pixels)
+            for row in range(RUN_PROBE):
+                for col in range(1, view["columns"]):
+                    top, left, bottom, right = layout.cell_box(row, col)
+                    uri = data["cells"][f"cell?run={RUN}&tag={tag}&step={step}&row={row}&col={col}"]
+                    cell = pixels[top:bottom, left:right]
+                    assert np.array_equal(_enlarged(uri, cell.shape), cell)  # the very pixels the callback logged
 
 
-def test_report_cuts_one_row_per_probe_image(explained_run, report):
+def _grid_layout(grid: np.ndarray) -> GridLayout:
+    from lightning_explain.output.render import grid_layout
+
+    layout = grid_layout(grid.shape[:2], (16, 16), RUN_CELL)
+    assert layout is not None
+    return layout
+
+
+def test_report_stores_each_input_once(explained_run, report):
     _, text = report
-    for tag, frames in _sections(text).items():
-        for frame in frames:
-            grid = _png(frame["src"])
-            assert len(frame["rows"]) == RUN_PROBE, tag
-            probe_rows_match(grid, explained_run["probe"], RUN_CELL)
-            # Each row box [top, top + height) holds the row's caption band and its cells and nothing else:
-            # the rows tile the grid with the 2 px padding between them.
-            tops = [top for top, _ in frame["rows"]]
-            heights = {height for _, height in frame["rows"]}
-            assert len(heights) == 1 and tops[0] == 2
-            assert np.diff(tops).tolist() == [heights.pop() + 2] * (RUN_PROBE - 1)
-            assert (grid[: tops[0]] == 255).all() and (grid[-2:] == 255).all()  # padding outside the rows
+    data = _data(text)
+    inputs = data["inputs"][RUN]
+    assert len(inputs) == RUN_PROBE
+    assert not any(key.endswith("&col=0") for key in data["cells"])  # no input stored per view and epoch
+    grid = read_event_images(explained_run["log_dir"])["explain/gradcam"][-1][1]
+    for row, uri in enumerate(inputs):
+        top, left, bottom, right = _grid_layout(grid).cell_box(row, 0)
+        assert np.array_equal(_enlarged(uri, (bottom - top, right - left)), grid[top:bottom, left:right])
+    probe_rows_match(grid, explained_run["probe"], RUN_CELL)
 
 
 def test_report_is_self_contained(report):
     path, text = report
-    assert "http://" not in text and "https://" not in text and "//" not in re.sub(r"data:[^\"']+", "", text)
-    for attr, value in re.findall(r'\b(src|href)="([^"]*)"', text):
-        assert value.startswith("data:image/png;base64,"), (attr, value[:40])
-    sources = _sources(text)
-    assert len(sources) == 3 * RUN_EPOCHS and all(s.startswith("data:image/png;base64,") for s in sources)
-    assert "<script src" not in text and "<link" not in text
+    bare = text.replace("http://www.w3.org/2000/svg", "")  # the SVG namespace is a name, not a fetch
+    assert "http://" not in bare and "https://" not in bare
+    assert "<script src" not in text and "<link" not in text and "<img" not in text  # images come from the data
+    data = _data(text)
+    assert all(uri.startswith("data:image/png;base64,") for uri in data["cells"].values())
     assert path.stat().st_size < 3_000_000
 
 
 def test_report_draws_the_drift_and_focus_curves(report):
     _, text = report
+    data = _data(text)["json"]
     for method in ("gradcam", "saliency"):
-        section = text.split(f'data-tag="explain/{method}"', 1)[1].split("</section>", 1)[0]
-        charts = re.findall(r'<svg class="chart".*?</svg>', section)
-        titles = [re.search(r'font-weight="600">([^<]+)<', c).group(1) for c in charts]  # type: ignore[union-attr]
-        assert titles == ["drift: distance (image sides)", "drift: similarity", "focus on the cue and the border"]
-        assert ">emd_prev<" in charts[0] and ">emd_chance<" in charts[0]
-        assert ">border_lift<" in charts[2]  # no masks in this run: only the border numbers
-        # One polyline per series, one point per explained epoch (emd_prev: from the second epoch on).
-        polylines = re.findall(r'points="([^"]+)"', charts[0])
-        assert max(len(p.split()) for p in polylines) == RUN_EPOCHS
-    activations = text.split('data-tag="explain/activations"', 1)[1].split("</section>", 1)[0]
-    assert "<svg" not in activations  # no scalars for the activations view
+        charts = data[f"charts?run={RUN}&tag=explain/{method}"]["charts"]
+        assert [c["title"] for c in charts] == [
+            "drift: distance (image sides)",
+            "drift: similarity",
+            "focus on the cue and the border",
+        ]
+        assert {"emd_prev", "emd_chance"} <= set(charts[0]["series"])
+        assert "border_lift" in charts[2]["series"]  # no masks in this run: only the border numbers
+        assert [x for x, _ in charts[0]["series"]["emd_chance"]] == list(range(RUN_EPOCHS))  # one point per epoch
+        numbers = data[f"numbers?run={RUN}&tag=explain/{method}&epoch=1"]["numbers"]
+        assert len(numbers["focus/border_lift"]) == RUN_PROBE  # each image's own numbers, for the hover
+    assert data[f"charts?run={RUN}&tag=explain/activations"]["charts"] == []  # no scalars for the activations view
 
 
 def test_a_grid_without_layout_is_shown_whole(explained_run, tmp_path):
@@ -146,7 +176,7 @@ def test_cli_report_writes_the_file_and_shows_progress(explained_run, tmp_path, 
     assert main(["report", str(explained_run["root"]), "-o", str(out)]) == 0
     captured = capsys.readouterr()
     assert out.is_file() and str(out) in captured.out
-    assert "reading events [" in captured.err and "rendering [" in captured.err and "3/3" in captured.err
+    assert "reading and cutting the grids [" in captured.err and "tiny/v0: explain/saliency" in captured.err
     assert main(["report", str(tmp_path / "empty"), "-o", str(tmp_path / "x.html")]) == 2
     assert "no TensorBoard event files" in capsys.readouterr().err
 
@@ -167,45 +197,48 @@ def test_cli_demo_trains_and_writes_the_report(tmp_path, capsys):
     assert main(["demo", *args, "--report", str(report)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary["runs"]) == {"shortcut", "clean"}
-    text = report.read_text()
-    assert set(_sections(text)) == {"explain/gradcam", "explain/saliency", "explain/activations"}
-    assert "<h2>shortcut/seed0</h2>" in text and "<h2>clean/seed0</h2>" in text
+    data = _data(report.read_text())["json"]
+    runs = [r["name"] for r in data["runs?"]["runs"]]
+    assert sorted(runs) == ["clean/seed0", "shortcut/seed0"]
+    views = {v["method"] for v in data["run?run=shortcut/seed0"]["views"]}
+    assert views == {"gradcam", "saliency", "activations"}
     # With object and cue masks, the focus chart has the object and cue numbers.
-    assert ">lift<" in text and ">energy_in_cue<" in text and "focus on the object" in text
+    charts = {c["title"]: c for c in data["charts?run=shortcut/seed0&tag=explain/gradcam"]["charts"]}
+    assert "lift" in charts["focus on the object"]["series"]
+    assert "energy_in_cue" in charts["focus on the cue and the border"]["series"]
     assert "HTML report:" in capsys.readouterr().out
 
 
-def test_report_in_the_browser_moves_with_the_slider(report, browser):
+def test_report_in_the_browser_shows_the_film_strip(report, browser):
     path, _ = report
     page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
     page.goto(path.as_uri())
-    section = page.locator('section[data-tag="explain/gradcam"]')
-    label, slider, img = section.locator(".epoch-label"), section.locator("input.slider"), section.locator("img").first
-    assert label.text_content().startswith(f"epoch {RUN_EPOCHS - 1} ")
-    last_src = img.get_attribute("src")
-    slider.focus()
-    page.keyboard.press("Home")
-    assert label.text_content().startswith("epoch 0 ")
-    first_src = img.get_attribute("src")
-    assert first_src != last_src
+    strip = page.locator(f'.lx-strip[data-run="{RUN}"]')
+    strip.locator("img.lx-cell").first.wait_for()
+    assert strip.locator("tr.lx-row").count() == RUN_PROBE
+    assert strip.locator("th.lx-epoch").count() == RUN_EPOCHS
+    assert strip.locator("img.lx-cell:not(.lx-in)").count() == RUN_PROBE * RUN_EPOCHS  # Grad-CAM: one map per cell
+    first = strip.locator('img[data-row="0"][data-epoch="0"]')
+    first.evaluate("(el) => el.decode()")
+    assert first.evaluate("(el) => [el.complete, el.naturalWidth > 0, el.src.startsWith('data:image/png')]") == [
+        True,
+        True,
+        True,
+    ]
+    # The same large view as in TensorBoard: previous and next epoch, keys move through the epochs.
+    first.click()
+    modal = page.locator(".lx-modal")
+    assert modal.get_attribute("data-epoch") == "0"
     page.keyboard.press("ArrowRight")
-    assert label.text_content().startswith("epoch 1 ")
-    # Setting the value and firing an input event works too; every probe-image tile follows.
-    slider.evaluate("(el) => { el.value = 5; el.dispatchEvent(new Event('input')); }")
-    assert label.text_content().startswith("epoch 5 ")
-    srcs = {section.locator("img").nth(r).get_attribute("src") for r in range(RUN_PROBE)}
-    assert len(srcs) == 1 and srcs.pop() not in (first_src, last_src)
-    # The images are shown: decoded, and each tile crops one row of the grid.
-    sizes = section.locator("img").first.evaluate("(el) => [el.complete, el.naturalWidth, el.naturalHeight]")
-    assert sizes[0] and sizes[1] > 0
-    tile = section.locator(".crop").nth(1).bounding_box()
-    assert tile is not None and tile["height"] < sizes[2] / 2
-    # The global slider moves every method; the curve marker follows.
-    page.locator("#all-epochs").evaluate("(el) => { el.value = 2; el.dispatchEvent(new Event('input')); }")
-    for tag in ("explain/gradcam", "explain/saliency", "explain/activations"):
-        assert page.locator(f'section[data-tag="{tag}"] .epoch-label').text_content().startswith("epoch 2 ")
-    marker = section.locator("svg.chart .marker").first
-    assert marker.evaluate("(el) => el.style.display") == "" and float(marker.get_attribute("x1")) > 0
+    assert page.locator(".lx-modal").get_attribute("data-epoch") == "1"
+    page.keyboard.press("Escape")
+    # The method switch and the charts.
+    page.locator("select.lx-method").select_option("saliency")
+    strip.locator("h3", has_text="saliency").wait_for()
+    assert page.locator("svg.lx-chart").count() == 3
+    assert not errors, errors
 
 
 def test_a_single_probe_image_is_one_cut_row(explained_run):

@@ -1,0 +1,525 @@
+"""The dashboard's data API: what the Explain tab (and the offline report) reads from a log dir.
+
+:class:`Logdir` finds the runs under a log dir (every folder holding ``*tfevents*`` files, named by its path
+relative to the log dir, ``"."`` for the log dir itself, as TensorBoard names them) and indexes each run's event
+files incrementally: a refresh reads only the bytes written since the last one, and a record cut short at the end
+of a file (training still writing it, or killed) is left for the next refresh, so what is complete is served.
+Images are not kept in memory: the index holds where each one lies in its file, and a cell is cut from its grid
+(with the layout that :class:`~lightning_explain.ExplainCallback` logs next to every epoch's grids) only when asked.
+
+Every query takes names and numbers from the client and checks them against the index; nothing the client sends
+becomes part of a file path, so no run, tag or index can read outside the log dir. A bad argument raises
+:class:`ApiError` with an HTTP status and a message that names the argument and what is allowed.
+
+Example:
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     Logdir(root).runs()["runs"]
+    []
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import struct
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lightning_explain.output.charts import CHARTS
+
+__all__ = ["ApiError", "Logdir", "RunIndex", "cut_cell", "deblock", "decode_png", "encode_png", "parse_index"]
+
+#: The text tags that hold a grid layout (torch's SummaryWriter appends ``/text_summary`` to a text tag).
+_LAYOUT_SUFFIXES = ("/layout/text_summary", "/layout")
+_ALERT = re.compile(r"^focus_alert/(?P<name>.+)/fired$")
+#: The largest index a query may name: larger numbers are refused before any lookup.
+MAX_INDEX = 10**9
+#: Seconds between two scans of the log dir for new runs and new bytes (queries in between use the index as is).
+RESCAN_SECONDS = 1.0
+
+
+class ApiError(Exception):
+    """A query the data API refuses: ``status`` is the HTTP status (4xx), ``message`` says what was wrong."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def parse_index(name: str, value: str | None, limit: int | None = None) -> int:
+    """``value`` as a whole number in ``[0, limit)``; :class:`ApiError` (400) naming ``name`` otherwise.
+
+    Example:
+        >>> parse_index("row", "3", 16)
+        3
+        >>> parse_index("row", "-1", 16)
+        Traceback (most recent call last):
+        ...
+        lightning_explain.dashboard.data.ApiError: row must be a whole number from 0 to 15; got '-1'.
+    """
+    top = MAX_INDEX if limit is None else limit
+    allowed = f"from 0 to {top - 1}" if top > 0 else "(there is none)"
+    if value is None:
+        raise ApiError(400, f"{name} is missing: pass {name}=<a whole number {allowed}>.")
+    if not re.fullmatch(r"\d{1,10}", value) or int(value) >= top:
+        raise ApiError(400, f"{name} must be a whole number {allowed}; got {value[:40]!r}.")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where one record lies: its file, the offset of its payload and the payload's length."""
+
+    path: str
+    offset: int
+    length: int
+
+
+@dataclass
+class _File:
+    """How far one event file has been read (``offset``) and its size then."""
+
+    offset: int = 0
+    size: int = -1
+
+
+def _records(path: str, start: int) -> Iterator[tuple[int, bytes]]:
+    """``(payload offset, payload)`` of each complete TFRecord in ``path`` from byte ``start``.
+
+    A record is ``uint64 length, uint32 crc, payload, uint32 crc``; reading stops at the first record that is not
+    complete yet (the file is still being written, or was cut short).
+    """
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read()
+    pos = 0
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack_from("<Q", data, pos)
+        end = pos + 12 + length + 4
+        if end > len(data):
+            return
+        yield start + pos + 12, data[pos + 12 : pos + 12 + length]
+        pos = end
+
+
+@dataclass
+class RunIndex:
+    """The index of one run's event files: image positions, scalars, text layouts and the epoch of each step."""
+
+    folder: str
+    name: str
+    files: dict[str, _File] = field(default_factory=dict)
+    images: dict[str, dict[int, _Where]] = field(default_factory=dict)
+    scalars: dict[str, dict[int, float]] = field(default_factory=dict)
+    layouts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    prefixes: set[str] = field(default_factory=set)
+    layer: str | None = None
+    version: int = 0
+    _views: tuple[int, dict[str, dict[str, Any]]] | None = field(default=None, repr=False)
+
+    def refresh(self) -> bool:
+        """Read what was appended to the run's event files since the last refresh; True when anything was new."""
+        try:
+            names = sorted(n for n in os.listdir(self.folder) if "tfevents" in n)
+        except OSError:
+            return False
+        changed = False
+        for name in names:
+            path = os.path.join(self.folder, name)
+            try:
+                size = os.path.getsize(path)
+            except OSError:
+                continue
+            state = self.files.setdefault(path, _File())
+            if size == state.size:
+                continue
+            state.size = size
+            for offset, payload in _records(path, state.offset):
+                self._add(path, offset, payload)
+                state.offset = offset + len(payload) + 4
+                changed = True
+        if changed:
+            self.version += 1
+        return changed
+
+    def _add(self, path: str, offset: int, payload: bytes) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
+
+        try:
+            event = Event.FromString(payload)
+        except Exception:  # a damaged record: skip it, keep the rest of the file
+            return
+        if not event.HasField("summary"):
+            return
+        step = int(event.step)
+        for value in event.summary.value:
+            kind = value.WhichOneof("value")
+            if kind == "image":
+                self.images.setdefault(value.tag, {})[step] = _Where(path, offset, len(payload))
+            elif kind == "simple_value":
+                self.scalars.setdefault(value.tag, {})[step] = float(value.simple_value)
+            elif kind == "tensor":
+                self._add_tensor(value, step)
+
+    def _add_tensor(self, value: Any, step: int) -> None:
+        tensor = value.tensor
+        plugin = value.metadata.plugin_data.plugin_name
+        if plugin == "scalars" or (not plugin and (tensor.float_val or tensor.double_val)):
+            numbers = list(tensor.float_val) or list(tensor.double_val)
+            if numbers:
+                self.scalars.setdefault(value.tag, {})[step] = float(numbers[0])
+            return
+        if not tensor.string_val:
+            return
+        text = tensor.string_val[0].decode("utf-8", "replace")
+        tag = value.tag
+        suffix = next((s for s in _LAYOUT_SUFFIXES if tag.endswith(s)), None)
+        if suffix is not None:
+            try:
+                meta = json.loads(text)
+            except ValueError:
+                return
+            if isinstance(meta, dict) and isinstance(meta.get("grids"), dict):
+                meta["prefix"] = tag[: -len(suffix)]
+                self.prefixes.add(meta["prefix"])
+                self.layouts[step] = meta
+        elif tag.endswith(("/layer/text_summary", "/layer")):
+            self.layer = text
+
+    # ------------------------------------------------------------------------------------- derived views
+
+    def epoch_of_image(self, step: int) -> int | None:
+        """The epoch of a grid (or alert) logged at ``step``: from the layout logged with it, else Lightning's
+        ``epoch`` scalar at that step."""
+        meta = self.layouts.get(step)
+        if meta is not None and isinstance(meta.get("epoch"), int):
+            return int(meta["epoch"])
+        value = self.scalars.get("epoch", {}).get(step)
+        return round(value) if value is not None else None
+
+    def epoch_of_metric(self, step: int) -> int | None:
+        """The epoch of a metric logged through Lightning at ``step`` (Lightning logs ``epoch`` with it)."""
+        value = self.scalars.get("epoch", {}).get(step)
+        if value is not None:
+            return round(value)
+        return self.epoch_of_image(step)
+
+    def views(self) -> dict[str, dict[str, Any]]:
+        """Each image tag under one of our prefixes: its method, rows, columns and ``{epoch: step}`` (last wins);
+        computed once per version of the index."""
+        if self._views is not None and self._views[0] == self.version:
+            return self._views[1]
+        out: dict[str, dict[str, Any]] = {}
+        for tag, steps in sorted(self.images.items()):
+            prefix = max((p for p in self.prefixes if tag.startswith(p + "/")), key=len, default=None)
+            if prefix is None:
+                continue
+            frames: dict[int, int] = {}
+            rows, columns = 1, 1
+            for step in sorted(steps):
+                epoch = self.epoch_of_image(step)
+                frames[epoch if epoch is not None else step] = step
+                grid = self.grid_layout(tag, step)
+                if grid is not None:
+                    rows, columns = grid.rows, grid.columns
+            out[tag] = {
+                "tag": tag,
+                "prefix": prefix,
+                "method": tag[len(prefix) + 1 :],
+                "rows": rows,
+                "columns": columns,
+                "frames": [[epoch, frames[epoch]] for epoch in sorted(frames)],
+            }
+        self._views = (self.version, out)
+        return out
+
+    def grid_layout(self, tag: str, step: int) -> Any:
+        """The :class:`~lightning_explain.output.render.GridLayout` logged with the grid of ``tag`` at ``step``, or None."""
+        from lightning_explain.output.render import GridLayout
+
+        meta = self.layouts.get(step)
+        raw = meta["grids"].get(tag) if meta is not None else None
+        if not isinstance(raw, dict):
+            return None
+        try:
+            return GridLayout(**{k: int(v) for k, v in raw.items()})
+        except (TypeError, ValueError):
+            return None
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Each :class:`~lightning_explain.FocusAlert` that fired: its name and the epoch it fired at."""
+        out = []
+        for tag, values in sorted(self.scalars.items()):
+            found = _ALERT.match(tag)
+            if found is None:
+                continue
+            fired = [step for step, v in sorted(values.items()) if v >= 0.5]
+            if fired:
+                epoch = self.epoch_of_image(fired[0])
+                out.append({"name": found.group("name"), "epoch": epoch if epoch is not None else fired[0]})
+        return out
+
+    def captions(self) -> dict[str, list[Any]]:
+        """``{epoch: [caption per probe row]}`` from the layouts (each caption a dict, or None when not logged)."""
+        out: dict[str, list[Any]] = {}
+        for step, meta in sorted(self.layouts.items()):
+            rows = meta.get("rows")
+            if isinstance(rows, list):
+                epoch = self.epoch_of_image(step)
+                out[str(epoch if epoch is not None else step)] = rows
+        return out
+
+    def png(self, where: _Where, tag: str) -> bytes:
+        """The PNG bytes of the image ``tag`` in the record at ``where``."""
+        from tensorboard.compat.proto.event_pb2 import Event
+
+        with open(where.path, "rb") as f:
+            f.seek(where.offset)
+            payload = f.read(where.length)
+        for value in Event.FromString(payload).summary.value:
+            if value.tag == tag and value.WhichOneof("value") == "image":
+                return bytes(value.image.encoded_image_string)
+        raise ApiError(404, f"the image {tag!r} is no longer where it was logged; reload the page.")
+
+
+def cut_cell(grid: np.ndarray, layout: Any, row: int, column: int) -> np.ndarray:
+    """Cell ``(row, column)`` of a decoded grid ``H x W x 3`` (the whole grid when ``layout`` is None)."""
+    if layout is None:
+        return grid
+    top, left, bottom, right = layout.cell_box(row, column)
+    return grid[top:bottom, left:right]
+
+
+def deblock(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` without the enlargement of small images: a grid cell of a 16 px image in a 128 px cell repeats each
+    pixel in an 8 x 8 block (:func:`~lightning_explain.output.render.compose_grid` enlarges by a whole factor with nearest
+    neighbours); this returns one pixel per block, so a browser that draws it ``image-rendering: pixelated`` at the
+    cell's size shows exactly the logged pixels from 64 times fewer bytes. Other cells come back unchanged.
+
+    Example:
+        >>> deblock(np.kron(np.arange(4, dtype=np.uint8).reshape(2, 2, 1), np.ones((3, 3, 1), np.uint8))).shape
+        (2, 2, 1)
+    """
+    if pixels.shape[0] < 2 or pixels.shape[1] < 2:
+        return pixels
+    rows = np.flatnonzero((pixels[1:] != pixels[:-1]).reshape(pixels.shape[0] - 1, -1).any(axis=1)) + 1
+    cols = (
+        np.flatnonzero(
+            (pixels[:, 1:] != pixels[:, :-1]).transpose(1, 0, 2).reshape(pixels.shape[1] - 1, -1).any(axis=1)
+        )
+        + 1
+    )
+    step_h = math.gcd(pixels.shape[0], *rows.tolist())  # every change of row lies on a block edge
+    step_w = math.gcd(pixels.shape[1], *cols.tolist())
+    if step_h == 1 and step_w == 1:
+        return pixels
+    return np.ascontiguousarray(pixels[::step_h, ::step_w])
+
+
+def encode_png(pixels: np.ndarray, compress_level: int = 6) -> bytes:
+    """PNG bytes of a ``uint8`` ``H x W x 3`` array."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(out, format="PNG", compress_level=compress_level)
+    return out.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """A PNG as a ``uint8`` ``H x W x 3`` array."""
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def _finite(value: float) -> float | None:
+    return round(value, 5) if math.isfinite(value) else None
+
+
+class Logdir:
+    """The runs under ``root`` and the queries the Explain tab makes (see the module docstring).
+
+    Args:
+        root: a TensorBoard log dir.
+        rescan_seconds: the least time between two looks at the disk; queries in between use the index.
+        cache_grids: how many decoded grids to keep (cells of one epoch come from one grid).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], rescan_seconds: float = RESCAN_SECONDS, cache_grids: int = 64):
+        self.root = os.path.abspath(os.fspath(root))
+        self.rescan_seconds = rescan_seconds
+        self._runs: dict[str, RunIndex] = {}
+        self._scanned = -math.inf
+        self._lock = threading.RLock()
+        self._grids: OrderedDict[tuple[str, str, int], np.ndarray] = OrderedDict()
+        self._cells: OrderedDict[tuple[str, str, int, int, int], bytes] = OrderedDict()
+        self._cache_grids = cache_grids
+
+    # ---------------------------------------------------------------------------------------------- index
+
+    def refresh(self, force: bool = False) -> None:
+        """Find new runs and read new bytes, at most once per ``rescan_seconds`` unless ``force``."""
+        with self._lock:
+            now = time.monotonic()
+            if not force and now - self._scanned < self.rescan_seconds:
+                return
+            self._scanned = now
+            for folder in self._folders():
+                rel = os.path.relpath(folder, self.root)
+                name = "." if rel == "." else Path(rel).as_posix()
+                run = self._runs.get(name)
+                if run is None:
+                    run = self._runs[name] = RunIndex(folder, name)
+                run.refresh()
+
+    def _folders(self) -> list[str]:
+        found: list[str] = []
+        if not os.path.isdir(self.root):
+            return found
+        for folder, _, files in os.walk(self.root):
+            if any("tfevents" in f for f in files):
+                found.append(folder)
+        return sorted(found)
+
+    def has_data(self) -> bool:
+        """Whether any run holds grids logged by this package's callbacks (a layout text)."""
+        self.refresh()
+        return any(run.layouts for run in self._runs.values())
+
+    def _run(self, name: str | None) -> RunIndex:
+        self.refresh()
+        if not name:
+            raise ApiError(400, "run is missing: pass run=<a run name from runs>.")
+        run = self._runs.get(name)
+        if run is None or not run.layouts:
+            known = sorted(n for n, r in self._runs.items() if r.layouts)
+            raise ApiError(404, f"no run {name[:80]!r} with explained epochs in this log dir; known: {known[:20]}.")
+        return run
+
+    def _view(self, run: RunIndex, tag: str | None) -> dict[str, Any]:
+        views = run.views()
+        if not tag:
+            raise ApiError(400, "tag is missing: pass tag=<one of the run's views, e.g. explain/gradcam>.")
+        if tag not in views:
+            raise ApiError(404, f"run {run.name!r} has no view {tag[:80]!r}; its views: {sorted(views)}.")
+        return views[tag]
+
+    # ---------------------------------------------------------------------------------------------- queries
+
+    def runs(self) -> dict[str, Any]:
+        """``{"runs": [{"name", "version"}], "others": <runs without explained epochs>}``: cheap, polled."""
+        self.refresh()
+        with self._lock:
+            ours = [{"name": n, "version": r.version} for n, r in sorted(self._runs.items()) if r.layouts]
+            return {"runs": ours, "others": sum(1 for r in self._runs.values() if not r.layouts)}
+
+    def run(self, name: str | None) -> dict[str, Any]:
+        """One run: its views (method, rows, columns, ``[[epoch, step], ...]``), captions, alerts and layer."""
+        with self._lock:
+            run = self._run(name)
+            views = run.views()
+            return {
+                "run": run.name,
+                "version": run.version,
+                "views": list(views.values()),
+                "captions": run.captions(),
+                "alerts": run.alerts(),
+                "layer": run.layer,
+            }
+
+    def charts(self, name: str | None, tag: str | None) -> dict[str, Any]:
+        """The charts of :data:`~lightning_explain.output.charts.CHARTS` for the method of view ``tag``: per chart its
+        title and series ``{name: [[epoch, median over probe images], ...]}`` (NaN left out), plus the alerts."""
+        with self._lock:
+            run = self._run(name)
+            view = self._view(run, tag)
+            base = f"{view['prefix']}/{view['method']}"
+            charts = []
+            for chart in CHARTS:
+                series = {}
+                for metric in chart.names:
+                    points = run.scalars.get(f"{base}/{chart.kind}/{metric}", {})
+                    xy = []
+                    for step, value in sorted(points.items()):
+                        epoch = run.epoch_of_metric(step)
+                        if math.isfinite(value):
+                            xy.append([epoch if epoch is not None else step, round(value, 5)])
+                    if xy:
+                        series[metric] = xy
+                if series:
+                    charts.append({"title": chart.title, "kind": chart.kind, "series": series})
+            return {"run": run.name, "tag": view["tag"], "charts": charts, "alerts": run.alerts()}
+
+    def numbers(self, name: str | None, tag: str | None, epoch: str | None) -> dict[str, Any]:
+        """Each probe image's own numbers for the method of ``tag`` at ``epoch`` (``{metric: [value per image]}``;
+        empty when the run logged none), for the charts' hover."""
+        with self._lock:
+            run = self._run(name)
+            view = self._view(run, tag)
+            frames = dict((e, s) for e, s in view["frames"])
+            wanted = parse_index("epoch", epoch)
+            if wanted not in frames:
+                raise ApiError(404, f"view {view['tag']!r} of run {run.name!r} has no epoch {wanted}.")
+            meta = run.layouts.get(frames[wanted], {})
+            raw = meta.get("per_image")
+            per_image: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+            head = f"{view['method']}/"
+            return {
+                "epoch": wanted,
+                "numbers": {k[len(head) :]: v for k, v in per_image.items() if k.startswith(head)},
+            }
+
+    def cell(self, name: str | None, tag: str | None, step: str | None, row: str | None, col: str | None) -> bytes:
+        """The PNG of one cell: row ``row`` (a probe image), column ``col`` (0: the input) of the grid of view
+        ``tag`` logged at ``step`` (the whole grid when no layout was logged with it), enlarged cells stored at their
+        image's own size (:func:`deblock`: shown pixelated at the cell size, the same pixels)."""
+        with self._lock:
+            run = self._run(name)
+            view = self._view(run, tag)
+            assert tag is not None
+            at = parse_index("step", step)
+            where = run.images[tag].get(at)
+            if where is None:
+                steps = [s for _, s in view["frames"]]
+                raise ApiError(404, f"view {tag!r} of run {run.name!r} has no image at step {at}; steps: {steps[:50]}.")
+            layout = run.grid_layout(tag, at)
+            rows, columns = (layout.rows, layout.columns) if layout is not None else (1, 1)
+            r, c = parse_index("row", row, rows), parse_index("col", col, columns)
+            key = (run.name, tag, at, r, c)
+            cached = self._cells.get(key)
+            if cached is not None:
+                self._cells.move_to_end(key)
+                return cached
+            grid = self._grid(run, tag, at, where)
+        if layout is not None and (grid.shape[0], grid.shape[1]) != layout.size:
+            layout = None  # a layout that does not fit its grid: serve the grid whole
+        data = encode_png(deblock(cut_cell(grid, layout, r, c)))
+        with self._lock:
+            self._cells[key] = data
+            while len(self._cells) > 64 * self._cache_grids:
+                self._cells.popitem(last=False)
+        return data
+
+    def _grid(self, run: RunIndex, tag: str, step: int, where: _Where) -> np.ndarray:
+        key = (run.name, tag, step)
+        grid = self._grids.get(key)
+        if grid is None:
+            grid = decode_png(run.png(where, tag))
+            self._grids[key] = grid
+            while len(self._grids) > self._cache_grids:
+                self._grids.popitem(last=False)
+        else:
+            self._grids.move_to_end(key)
+        return grid

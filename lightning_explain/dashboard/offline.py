@@ -1,0 +1,107 @@
+"""The Explain dashboard as one offline HTML file: the same front-end and the same data API, inlined.
+
+:func:`dashboard_html` asks :class:`~lightning_explain.dashboard.data.Logdir` every question the front-end
+(``static/explain.js``) can ask (runs, each run, each view's charts, each epoch's per-image numbers, every cell)
+and stores the answers in the page as JSON under the same keys the front-end builds (``route?name=value&...``);
+a tiny shim answers the front-end's ``api.get`` and ``api.cell`` from that table instead of HTTP. Each probe
+image's input is stored once per run (every view and epoch shows the same input), and enlarged cells are
+stored at their image's own size (:func:`~lightning_explain.dashboard.data.deblock`), shown pixelated.
+
+Example:
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     page = dashboard_html(root, "empty")
+    >>> page.startswith("<!DOCTYPE html>") and "lx-data" in page
+    True
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+from lightning_explain.dashboard.data import Logdir
+from lightning_explain.dashboard.plugin import static_asset
+
+__all__ = ["collect", "dashboard_html"]
+
+#: The shim between the front-end and the inlined answers (the report's host; index.js is TensorBoard's).
+_SHIM = """
+const DATA = JSON.parse(document.getElementById('lx-data').textContent);
+const key = (route, params) => route + '?' + Object.entries(params).map(([k, v]) => `${k}=${v}`).join('&');
+const api = {
+  get: async (route, params) => {
+    const found = DATA.json[key(route, params)];
+    if (found === undefined) throw new Error(`not in this report: ${key(route, params)}`);
+    return found;
+  },
+  cell: params => DATA.cells[key('cell', params)] ?? DATA.inputs[params.run]?.[params.row] ?? '',
+};
+window.explainDashboard = await mount(document.getElementById('lx-app'), api, { live: false });
+"""
+
+
+def _key(route: str, **params: Any) -> str:
+    """The key the shim looks an answer up by (``route?name=value&...`` in the front-end's argument order)."""
+    return f"{route}?" + "&".join(f"{k}={v}" for k, v in params.items())
+
+
+def _uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def collect(logdir: str | os.PathLike[str], progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every answer of the data API for ``logdir``: ``{"json": {key: answer}, "cells": {key: data URI},
+    "inputs": {run: [data URI per probe image]}}``; ``progress`` is called once per view with its name."""
+    data = Logdir(logdir, rescan_seconds=0.0)
+    answers: dict[str, Any] = {}
+    cells: dict[str, str] = {}
+    inputs: dict[str, list[str]] = {}
+    runs = data.runs()
+    answers[_key("runs")] = runs
+    for entry in runs["runs"]:
+        name = entry["name"]
+        run = data.run(name)
+        answers[_key("run", run=name)] = run
+        for view in run["views"]:
+            tag = view["tag"]
+            answers[_key("charts", run=name, tag=tag)] = data.charts(name, tag)
+            columns = view["columns"]
+            for epoch, step in view["frames"]:
+                answers[_key("numbers", run=name, tag=tag, epoch=epoch)] = data.numbers(name, tag, str(epoch))
+                for row in range(view["rows"]):
+                    for col in range(1, columns) if columns > 1 else (0,):
+                        png = data.cell(name, tag, str(step), str(row), str(col))
+                        cells[_key("cell", run=name, tag=tag, step=step, row=row, col=col)] = _uri(png)
+            if columns > 1:  # the input, once per probe image (the largest view has them all)
+                epoch, step = view["frames"][-1]
+                if len(inputs.get(name, [])) < view["rows"]:
+                    inputs[name] = [_uri(data.cell(name, tag, str(step), str(r), "0")) for r in range(view["rows"])]
+            if progress is not None:
+                progress(f"{name}: {tag}")
+    if not any(answers[_key("run", run=entry["name"])]["views"] for entry in runs["runs"]):
+        count = len(runs["runs"])
+        raise FileNotFoundError(
+            f"the event files under {logdir} ({count} run{'s' * (count != 1)}) hold no explanations: the report shows "
+            "the image grids lightning_explain's callbacks log (tags like 'explain/gradcam', with their "
+            "'.../layout' texts). Pass the log dir of a run with ExplainCallback and a TensorBoardLogger."
+        )
+    return {"json": answers, "cells": cells, "inputs": inputs}
+
+
+def dashboard_html(logdir: str | os.PathLike[str], title: str, progress: Callable[[str], None] | None = None) -> str:
+    """The offline dashboard of ``logdir`` as one self-contained HTML string (no network, no external file)."""
+    payload = json.dumps(collect(logdir, progress), separators=(",", ":")).replace("</", "<\\/")
+    script = static_asset("explain.js") + "\n" + _SHIM
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>\n{static_asset('style.css')}</style></head><body>"
+        f'<h1 class="lx-title">{html.escape(title)}</h1>'
+        '<div id="lx-app"></div><noscript>The film strips and the charts need JavaScript.</noscript>'
+        f'<script type="application/json" id="lx-data">{payload}</script>'
+        f'<script type="module">\n{script}</script></body></html>'
+    )
