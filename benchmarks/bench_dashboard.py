@@ -54,9 +54,6 @@ def _smooth(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
 
 def write_run(folder: Path, epochs: int, images: int, methods: tuple[str, ...], size: int = 32) -> None:
     """An event file as ExplainCallback writes it (grids, layout text with captions and numbers, scalars)."""
-    from lightning_explain.epoch.grids import layout_json
-    from lightning_explain.output.render import explanation_grid
-    from lightning_explain.output.sinks import encode_png
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
     from tensorboard.compat.proto.tensor_pb2 import TensorProto
@@ -64,6 +61,9 @@ def write_run(folder: Path, epochs: int, images: int, methods: tuple[str, ...], 
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
     from lightning_explain.dashboard.summary import layout_extras
+    from lightning_explain.epoch.grids import layout_json
+    from lightning_explain.output.render import explanation_grid
+    from lightning_explain.output.sinks import encode_png
 
     generator = torch.Generator().manual_seed(0)
     display = (

@@ -246,7 +246,8 @@ class RunIndex:
         return out
 
     def grid_layout(self, tag: str, step: int) -> Any:
-        """The :class:`~lightning_explain.output.render.GridLayout` logged with the grid of ``tag`` at ``step``, or None."""
+        """The :class:`~lightning_explain.output.render.GridLayout` logged with the grid of ``tag`` at ``step``, or
+        None."""
         from lightning_explain.output.render import GridLayout
 
         meta = self.layouts.get(step)
@@ -304,8 +305,9 @@ def cut_cell(grid: np.ndarray, layout: Any, row: int, column: int) -> np.ndarray
 
 def deblock(pixels: np.ndarray) -> np.ndarray:
     """``pixels`` without the enlargement of small images: a grid cell of a 16 px image in a 128 px cell repeats each
-    pixel in an 8 x 8 block (:func:`~lightning_explain.output.render.compose_grid` enlarges by a whole factor with nearest
-    neighbours); this returns one pixel per block, so a browser that draws it ``image-rendering: pixelated`` at the
+    pixel in an 8 x 8 block (:func:`~lightning_explain.output.render.compose_grid` enlarges by a whole factor with
+    nearest neighbours); this returns one pixel per block, so a browser that draws it ``image-rendering: pixelated``
+    at the
     cell's size shows exactly the logged pixels from 64 times fewer bytes. Other cells come back unchanged.
 
     Example:

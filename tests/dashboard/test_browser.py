@@ -11,6 +11,7 @@ import pytest
 from _shared import ALERT_EPOCH, CELL, EPOCHS, PROBE, empty_site, enlarged, logged_grids, trained_logdir
 from _shared import site as shared_site
 from conftest import CHROMIUM_ARGS
+
 from lightning_explain.output.render import grid_layout
 
 #: How long a new epoch may take to appear: the page polls every 5 s, the plugin rescans the disk every second.

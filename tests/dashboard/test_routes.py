@@ -26,9 +26,9 @@ from _shared import (
     site,
     trained_logdir,
 )
-from lightning_explain.output.render import GridLayout
 
 from lightning_explain.dashboard.data import Logdir
+from lightning_explain.output.render import GridLayout
 
 API = "/data/plugin/lightning_explain"
 
