@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_explain.capture import resolve_layer
+from lightning_explain.functional.attention_fold import AttentionFold
 from lightning_explain.functional.cams import GRADIENT_CAMS, cam_from_gradients, eigen_projection
 from lightning_explain.functional.context import check_inputs, grad_context
 from lightning_explain.functional.guided import GUIDED_METHODS, rule_maps
@@ -44,7 +45,6 @@ from lightning_explain.functional.registry import (
     canonical_methods,
     check_options,
 )
-from lightning_explain.functional.rollout import attention_rollout, cls_attention, grad_rollout
 from lightning_explain.functional.target_layer import locate_layer
 from lightning_explain.functional.targets import OutputTransform, Targets, TargetSpec
 from lightning_explain.functional.vit_layouts import SUPPORTED_VITS, ViTLayout, find_vit_layout, inner_model
@@ -183,6 +183,15 @@ def explain(
     if need_layer and layer is None:
         layer = locate_layer(model, inputs, targets, output_transform=output_transform).name
     resolved = resolve_layer(model, layer) if need_layer and layer is not None else None
+    fold = None
+    if attention_wanted:
+        assert layout is not None
+        fold = AttentionFold(
+            layout,
+            class_rows="attention" in wanted,
+            rollout=opts.get("rollout", {}) if "rollout" in wanted else None,
+            grad_rollout="grad_rollout" in wanted,
+        )
 
     passed = hooked_pass(
         model,
@@ -193,8 +202,8 @@ def explain(
         attention=layout if attention_wanted else None,
         grad_layer=bool(set(GRADIENT_CAMS).intersection(wanted)) or "guided_gradcam" in wanted,
         grad_input=bool(INPUT_GRAD_METHODS.intersection(wanted)),
-        grad_attention="grad_rollout" in wanted,
         output_transform=output_transform,
+        attention_fold=fold,
     )
     size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
     maps: dict[str, Tensor] = {}
@@ -216,9 +225,8 @@ def explain(
             maps["saliency"] = _finish(grad_x.abs().amax(dim=1), size, False, normalize)
         if "gradxinput" in wanted:
             maps["gradxinput"] = _finish((grad_x * passed.inputs.float()).sum(dim=1).abs(), size, False, normalize)
-    if attention_wanted:
-        assert layout is not None
-        extra.update(_attention_maps(passed.attentions, passed.attention_grads, layout, wanted, opts, maps))
+    if fold is not None:
+        extra.update(_attention_maps(fold, wanted, opts, maps))
         maps.update({k: _finish(v, size, upsample, normalize) for k, v in maps.items() if k in ATTENTION_METHODS})
         extra = {k: _finish(v, size, upsample, normalize) for k, v in extra.items()}
     if "eigencam" in wanted:
@@ -255,28 +263,28 @@ def explain(
 
 
 def _attention_maps(
-    attentions: list[Tensor],
-    attention_grads: list[Tensor],
-    layout: ViTLayout,
+    fold: AttentionFold,
     wanted: tuple[str, ...],
     opts: dict[str, dict[str, Any]],
     maps: dict[str, Tensor],
 ) -> dict[str, Tensor]:
-    """Adds the attention methods' grid maps to ``maps``; returns the per-head and per-layer views."""
-    weights = [a.float() for a in attentions]
+    """Adds the attention methods' grid maps to ``maps``; returns the per-head and per-layer views.
+
+    Everything comes from the pass's :class:`AttentionFold`: no layer's full attention is kept.
+    """
     extra: dict[str, Tensor] = {}
     if "attention" in wanted:
         index = int(opts.get("attention", {}).get("layer", -1))
-        if not -len(weights) <= index < len(weights):
-            raise ValueError(f"options['attention']['layer']={index} is out of range for {len(weights)} layers.")
-        heads = cls_attention(weights[index], layout)
+        if not -fold.count <= index < fold.count:
+            raise ValueError(f"options['attention']['layer']={index} is out of range for {fold.count} layers.")
+        heads = fold.head_maps(index)
         maps["attention"] = heads.mean(dim=1)
         extra["attention_heads"] = heads
-        extra["attention_layers"] = torch.stack([cls_attention(w, layout).mean(dim=1) for w in weights], dim=1)
+        extra["attention_layers"] = fold.layer_maps()
     if "rollout" in wanted:
-        maps["rollout"] = attention_rollout(weights, layout, **opts.get("rollout", {}))
+        maps["rollout"] = fold.rollout_map()
     if "grad_rollout" in wanted:
-        maps["grad_rollout"] = grad_rollout(weights, [g.float() for g in attention_grads], layout)
+        maps["grad_rollout"] = fold.grad_rollout_map()
     return extra
 
 

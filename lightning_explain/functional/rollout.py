@@ -90,6 +90,22 @@ def _discard_lowest(fused: Tensor, ratio: float) -> Tensor:
     return flat.scatter(1, lowest, 0.0).reshape(batch, tokens, tokens)
 
 
+def rollout_layer(attn: Tensor, head_fusion: str, discard_ratio: float) -> Tensor:
+    """One layer's factor of :func:`attention_rollout`: heads fused, weak entries discarded, ``0.5 A + 0.5 I``
+    renormalised per row; ``[B, T, T]`` fp32 from ``[B, heads, T, T]``."""
+    fused = _fuse_heads(attn.float(), head_fusion)
+    if discard_ratio > 0.0:
+        fused = _discard_lowest(fused, discard_ratio)
+    eye = torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
+    mixed = 0.5 * fused + 0.5 * eye
+    return mixed / mixed.sum(dim=-1, keepdim=True)
+
+
+def relevance_weights(attn: Tensor, grad: Tensor) -> Tensor:
+    """One layer's term of :func:`grad_rollout`: ``mean_heads(ReLU(dS/dA * A))``, ``[B, T, T]`` fp32."""
+    return torch.relu(grad.float() * attn.float()).mean(dim=1)
+
+
 def attention_rollout(
     attentions: Sequence[Tensor],
     layout: ViTLayout,
@@ -132,12 +148,7 @@ def attention_rollout(
     _require_class_token(layout)
     rollout: Tensor | None = None
     for attn in attentions:
-        fused = _fuse_heads(check_attention(attn, layout).float(), head_fusion)
-        if discard_ratio > 0.0:
-            fused = _discard_lowest(fused, discard_ratio)
-        eye = torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
-        mixed = 0.5 * fused + 0.5 * eye
-        mixed = mixed / mixed.sum(dim=-1, keepdim=True)
+        mixed = rollout_layer(check_attention(attn, layout), head_fusion, discard_ratio)
         rollout = mixed if rollout is None else mixed @ rollout
     assert rollout is not None
     return _patch_row_to_grid(rollout[:, 0, :], layout)
@@ -174,7 +185,7 @@ def grad_rollout(attentions: Sequence[Tensor], grads: Sequence[Tensor], layout: 
         attn = check_attention(attn, layout).float()
         if grad.shape != attn.shape:
             raise ValueError(f"gradient shape {list(grad.shape)} differs from attention shape {list(attn.shape)}.")
-        weighted = torch.relu(grad.float() * attn).mean(dim=1)
+        weighted = relevance_weights(attn, grad)
         if relevance is None:
             eye = torch.eye(attn.shape[-1], dtype=attn.dtype, device=attn.device)
             relevance = eye.expand_as(weighted)
