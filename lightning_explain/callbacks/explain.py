@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
@@ -32,6 +33,7 @@ from lightning_explain.epoch.maps import (
     probe_targets,
     score_maps,
 )
+from lightning_explain.epoch.memory import MemoryGuard, explain_in_chunks, record_activation_bytes
 from lightning_explain.epoch.messages import (
     NO_LABELS_ERROR,
     NO_VALIDATION_ERROR,
@@ -105,6 +107,11 @@ class ExplainCallback(ViewCallback):
         faithfulness: with ``metrics``, deletion/insertion AUC and ROAD (see
             :class:`~lightning_explain.epoch.faithfulness_schedule.Faithfulness`): True (every 5 epochs, first 4 probe
             images) or a dict of its fields, e.g. ``{"steps": 8}``.
+        memory_guard: True (default) estimates the probe pass's memory in the first dry run and, when it exceeds
+            half the free accelerator memory, explains the probe in chunks (said once); an out-of-memory error in a
+            view is retried once in halves, then the view is skipped with the cause. A
+            :class:`~lightning_explain.epoch.memory.MemoryGuard` sets the fraction (or a simulated budget); False
+            turns both off.
 
     Logged images (one per method, at ``trainer.global_step``; a row per probe image):
         - ``{tag_prefix}/gradcam``: input | Grad-CAM overlay.
@@ -175,6 +182,7 @@ class ExplainCallback(ViewCallback):
         method_options: dict[str, dict[str, Any]] | None = None,
         layer_layout: str | None = None,
         faithfulness: bool | dict[str, Any] = False,
+        memory_guard: MemoryGuard | bool = True,
     ) -> None:
         methods = canonical_methods(methods)
         check_positive_int(num_probe=num_probe, every_n_epochs=every_n_epochs, top_k=top_k)
@@ -210,6 +218,10 @@ class ExplainCallback(ViewCallback):
         #: The methods that run: ``methods`` less those an integer probe cannot take.
         self._active = methods
         self._checked = False
+        self.memory_guard = memory_guard
+        self._memory = (
+            memory_guard if isinstance(memory_guard, MemoryGuard) else MemoryGuard() if memory_guard else None
+        )
 
     @property
     def state_key(self) -> str:
@@ -270,8 +282,11 @@ class ExplainCallback(ViewCallback):
             found = find_layer(pl_module, self._probe, self.targets, pl_module.device, self.output_transform)
             self._layer_name, reason = found.name, found.reason
         cheap = [m for m in self._active if m not in EXPENSIVE_METHODS] or ["gradcam"]
-        result = self._compute(pl_module, cheap, limit=2)
+        with record_activation_bytes(pl_module) as seen:
+            result = self._compute(pl_module, cheap, limit=2)
         self._checked = True
+        if self._memory is not None and (message := self._memory.plan(seen.per_image, len(images), pl_module.device)):
+            self._warn_once("memory/plan", f"ExplainCallback: {message}")
         if layered and result.layer is not None and result.layout is not None:
             self.layer_choice = LayerChoice(result.layer, result.layout, reason)
             self._report_layer(trainer, self.layer_choice)
@@ -288,20 +303,30 @@ class ExplainCallback(ViewCallback):
     def _compute(
         self, pl_module: pl.LightningModule, methods: Sequence[str], limit: int | None = None
     ) -> ExplainResult:
-        """The maps of ``methods`` for the first ``limit`` probe images (all with None), from one ``explain`` call."""
+        """The maps of ``methods`` for the first ``limit`` probe images (all with None), from one ``explain`` call
+        (one per chunk of the probe when the memory guard splits it)."""
         assert self._probe is not None
-        with preserve_model_state(pl_module):
-            return explain(
-                pl_module,
-                self._probe.images[:limit].to(pl_module.device),
-                self._layer_name,
-                methods,
-                probe_targets(self.targets, self._probe, limit, pl_module.device),
-                top_k=self.top_k,
-                output_transform=self.output_transform,
-                options={m: o for m, o in self._fn_options.items() if m in methods},
-                layer_layout=self.layer_layout,
-            )
+        images = self._probe.images[:limit]
+        targets = probe_targets(self.targets, self._probe, limit, pl_module.device)
+
+        def compute(start: int, stop: int) -> ExplainResult:
+            with preserve_model_state(pl_module):
+                return explain(
+                    pl_module,
+                    images[start:stop].to(pl_module.device),
+                    self._layer_name,
+                    methods,
+                    targets[start:stop] if isinstance(targets, Tensor) else targets,
+                    top_k=self.top_k,
+                    output_transform=self.output_transform,
+                    options={m: o for m, o in self._fn_options.items() if m in methods},
+                    layer_layout=self.layer_layout,
+                )
+
+        if self._memory is None:
+            return compute(0, len(images))
+        say = partial(self._warn_once, "memory/retry")
+        return explain_in_chunks(compute, len(images), self._memory, lambda text: say(f"ExplainCallback: {text}"))
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert self._probe is not None

@@ -13,14 +13,14 @@ gradient) at once: ``O(layers x heads x B x T^2)`` held together. :class:`Attent
   order) gives ``R_L = (I + W_L) ... (I + W_1)``, and the map reads only its class-token row
   ``e_0^T (I + W_L) ... (I + W_1)``. Multiplied out from the left, that row needs the layers in REVERSE depth order:
   ``v <- v + v W_l`` for ``l = L ... 1`` starting from ``v = e_0`` -- the order in which the backward pass delivers
-  the gradients. A tensor hook on each layer's attention (the first layer's excepted) folds ``W_l =
-  mean_heads(ReLU(dS/dA_l * A_l))`` into ``v`` as its gradient arrives, and the gradient is dropped at once; the
-  first layer's attention is the one tensor the pass differentiates with respect to (every other layer lies on the
-  path from it to the score), and :meth:`AttentionFold.finish` folds it last. A gradient that arrives early (not in
-  reverse depth order) waits in a queue until the layers after it have been folded; a layer whose gradient never
-  arrives (the score does not depend on it) contributes ``W_l = 0``, as the zero-filled gradient does in
-  :func:`grad_rollout`. Equal to :func:`grad_rollout` up to float rounding (the products are associated the other
-  way).
+  the gradients. A tensor hook on each layer's attention folds ``W_l = mean_heads(ReLU(dS/dA_l * A_l))`` into ``v``
+  as its gradient arrives, and the gradient is dropped at once. The pass differentiates with respect to the input
+  images (every layer's attention lies between them and the score), or, for integer images, the first layer's
+  attention (:attr:`AttentionFold.first`). A gradient that arrives early (not in reverse depth order) waits in a
+  queue until the layers after it have been folded; a layer whose gradient never arrives (the score does not depend
+  on it) contributes ``W_l = 0``, as the zero-filled gradient does in :func:`grad_rollout`
+  (:meth:`AttentionFold.finish` folds what still waits). Equal to :func:`grad_rollout` up to float rounding (the
+  products are associated the other way).
 
 No Lightning import; the fold holds no hooks on the model (the tensor hooks die with the pass's graph and are
 removed by :meth:`AttentionFold.finish`).
@@ -55,8 +55,8 @@ class AttentionFold:
         class_rows: keep each layer's class-token row per head (for ``attention``, the head grid, the layer strip).
         rollout: options of :func:`attention_rollout` (``head_fusion``, ``discard_ratio``) to accumulate the
             rollout, or None for no rollout.
-        grad_rollout: fold gradient-weighted rollout in the backward (the pass must differentiate with respect to
-            :attr:`first` and hand its gradient to :meth:`finish`).
+        grad_rollout: fold gradient-weighted rollout in the backward (the pass differentiates with respect to the
+            images, or to :attr:`first`, then calls :meth:`finish`).
 
     Example:
         >>> import torch, torchvision
@@ -101,7 +101,7 @@ class AttentionFold:
         #: per layer, the class-token row of every head, ``[B, heads, T]`` fp32 (with ``class_rows``).
         self.class_rows: list[Tensor] = []
         self._rollout: Tensor | None = None
-        #: the first layer's attention, on the graph: what the pass differentiates (with ``grad_rollout``).
+        #: the first layer's attention, on the graph: what a pass without an image gradient differentiates.
         self.first: Tensor | None = None
         self._row: Tensor | None = None
         self._row_shape: tuple[int, int, torch.device] | None = None
@@ -121,11 +121,10 @@ class AttentionFold:
         if self._rollout_wanted:
             mixed = rollout_layer(seen, self._head_fusion, self._discard_ratio)
             self._rollout = mixed if self._rollout is None else mixed @ self._rollout
-        if self.grad_rollout:
+        if self.grad_rollout and attn.requires_grad:
             if index == 0:
                 self.first = attn
-            elif attn.requires_grad:
-                self._handles.append(attn.register_hook(partial(self._on_grad, index, seen)))
+            self._handles.append(attn.register_hook(partial(self._on_grad, index, seen)))
 
     def _on_grad(self, index: int, attn: Tensor, grad: Tensor) -> None:
         if self._next is None:
@@ -146,10 +145,8 @@ class AttentionFold:
             self._row = self._start_row(weighted.shape[0], weighted.shape[-1], weighted.device)
         self._row = self._row + (self._row.unsqueeze(1) @ weighted).squeeze(1)
 
-    def finish(self, first_grad: Tensor | None) -> None:
-        """After the backward: fold the first layer (``first_grad`` = ``dS/d first``; None: zero) and what waits."""
-        if self.first is not None and first_grad is not None:
-            self._waiting[0] = relevance_weights(self.first.detach(), first_grad)
+    def finish(self) -> None:
+        """After the backward: fold what still waits (layers after a gradient that never came) and drop the hooks."""
         for index in sorted(self._waiting, reverse=True):
             self._fold(self._waiting.pop(index))
         if self._row is None and self._row_shape is not None:  # no gradient reached any layer: R = I

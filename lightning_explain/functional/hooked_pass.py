@@ -156,14 +156,15 @@ def hooked_pass(
             *([x] if grad_input else []),
             *(attentions if grad_attention else []),
         ]
-        first = attention_fold.first if attention_fold is not None and fold_grad else None
-        grads = list(
-            torch.autograd.grad(scores.sum(), [*wrt, *([first] if first is not None else [])], allow_unused=True)
-        )
-        if attention_fold is not None and fold_grad:
-            attention_fold.finish(grads.pop() if first is not None else None)
+        anchor: list[Tensor] = []  # what the folded attention gradients are found on the way to
+        if attention_fold is not None and fold_grad and not grad_input:
+            first = attention_fold.first
+            anchor = [x] if x.requires_grad else [first] if first is not None else []
+        grads = list(torch.autograd.grad(scores.sum(), [*wrt, *anchor], allow_unused=True))[: len(wrt)]
+        if attention_fold is not None:
+            attention_fold.finish()
         filled = [torch.zeros_like(t) if g is None else g.detach() for g, t in zip(grads, wrt, strict=True)]
-        del output, logits, scores, read, first
+        del output, logits, scores, read, anchor
     if grad_layer:
         result.layer_grads, filled = filled[: len(activations)], filled[len(activations) :]
     if grad_input:
