@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
@@ -325,8 +324,10 @@ class ExplainCallback(ViewCallback):
 
         if self._memory is None:
             return compute(0, len(images))
-        say = partial(self._warn_once, "memory/retry")
-        return explain_in_chunks(compute, len(images), self._memory, lambda text: say(f"ExplainCallback: {text}"))
+        return explain_in_chunks(compute, len(images), self._memory, self._say_retry)
+
+    def _say_retry(self, text: str) -> None:
+        self._warn_once(f"memory/retry/{self._memory.chunk if self._memory else None}", f"ExplainCallback: {text}")
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert self._probe is not None
