@@ -8,7 +8,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 DEMO_ARGS ?=
 
-.PHONY: demo test lint bench install-dev browser
+.PHONY: demo test lint bench bench-scaling install-dev browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,9 @@ lint: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(PY) benchmarks/bench_probe_pass.py
+
+# How time and peak memory grow with probe, resolution and model (docs/guides/scaling.md). BENCH_SCALING_ARGS=
+# (empty) runs the full grid: hours on a 2-core CPU.
+BENCH_SCALING_ARGS ?= --quick
+bench-scaling: $(DEV_STAMP)
+	$(PY) benchmarks/bench_scaling.py $(BENCH_SCALING_ARGS) --markdown

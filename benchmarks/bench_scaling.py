@@ -3,12 +3,13 @@
 For each cell of the grid (a model at random init, a probe of ``N`` images at ``R`` px) a fresh child process
 builds the model, then measures, for the baseline and each method family:
 
-- peak memory: the peak extra resident memory of ONE call (Linux ``VmHWM`` after the call minus ``VmRSS`` before,
+- peak memory: after one warm-up call of every variant (lazy initialisation is not charged to the first one
+  measured), the peak extra resident memory of one call (Linux ``VmHWM`` after the call minus ``VmRSS`` before,
   the high-water mark reset through ``/proc/self/clear_refs``; see ``_memory.py``). The children run with
   ``MALLOC_MMAP_THRESHOLD_=65536`` so that glibc hands every tensor's memory back on free and each variant starts
   from the same resident set (``tracemalloc`` does not see torch's allocations);
-- time: the median of ``--repeats`` calls, the variants interleaved round-robin after the memory call of each,
-  as CPU time of the process (``time.process_time``) with ``--threads`` torch threads (default 1): on a machine
+- time: the median of ``--repeats`` calls (the memory call is the first), the variants interleaved round-robin, as
+  CPU time of the process (``time.process_time``) with ``--threads`` torch threads (default 1): on a machine
   shared with other jobs, wall-clock time measures the neighbours; CPU time of one thread does not.
 
 The baseline is the bare pass a user's validation step would need to get an input gradient: one forward in eval
@@ -45,6 +46,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -154,9 +156,15 @@ def child(model_name: str, images: int, size: int, repeats: int, threads: int) -
     model, layer = build(model_name, size)
     x = torch.rand(images, 3, size, size, generator=torch.Generator().manual_seed(0))
     fns = calls(model, x, layer, model_name.startswith("vit"))
-    memory = {name: peak_extra_mib(fn) for name, fn in fns.items()}  # the first call of each (cold, symmetric)
+    for fn in fns.values():
+        fn()  # warm-up: lazy initialisation (thread pools, kernel caches) is charged to no variant
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
+    memory: dict[str, float] = {}
+    for name, fn in fns.items():
+        start = time.process_time()
+        memory[name] = peak_extra_mib(fn)
+        times[name].append(time.process_time() - start)
+    for _ in range(repeats - 1):
         for name, fn in fns.items():
             start = time.process_time()
             fn()
@@ -307,14 +315,34 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each child (default 1)")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--no-drift", action="store_true", help="skip the 100-epoch drift history")
+    parser.add_argument("--cells", help="only these cells, e.g. 'resnet18:64:224,vit_b16:8:224' (model:images:px)")
+    parser.add_argument("--from-log", nargs="+", metavar="LOG", help="print the tables from the lines of earlier runs")
     parser.add_argument("--child", nargs=3, metavar=("MODEL", "IMAGES", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     repeats = args.repeats or (2 if args.quick else 3)
     if args.child:
         child(args.child[0], int(args.child[1]), int(args.child[2]), repeats, args.threads)
         return
-    results = []
-    for cell in grid(args.quick):
+    results: list[tuple[Cell, dict]] = []
+    if args.from_log:
+        for log in args.from_log:
+            with open(log) as lines:
+                for line in lines:
+                    found = re.match(r"Cell\(axis='(\w+)', model='(\w+)', images=(\d+), size=(\d+)\).*?(\{.*)", line)
+                    if found:
+                        axis, model, images, size, data = found.groups()
+                        results.append((Cell(axis, model, int(images), int(size)), json.loads(data)))
+        report(results, None if args.no_drift else drift_history(), args.markdown)
+        return
+    cells = grid(args.quick)
+    if args.cells:
+        axis = {"resnet18": "probe", "vit_s16": "probe"}
+        cells = []
+        for spec in args.cells.split(","):
+            model, images, size = spec.split(":")
+            kind = "resolution" if int(size) != 224 else axis.get(model, "model") if int(images) == 8 else "probe"
+            cells.append(Cell(kind, model, int(images), int(size)))
+    for cell in cells:
         start = time.perf_counter()
         res = run_cell(cell, repeats, args.threads)
         print(f"{cell}: {time.perf_counter() - start:.0f} s  {json.dumps(res)}", flush=True)

@@ -117,7 +117,7 @@ class AttentionFold:
         seen = attn.detach()
         self._row_shape = (int(seen.shape[0]), int(seen.shape[-1]), seen.device)
         if self.keep_class_rows:
-            self.class_rows.append(seen[:, :, 0, :].float())
+            self.class_rows.append(seen[:, :, 0, :].to(torch.float32, copy=True))  # a view would keep the layer
         if self._rollout_wanted:
             mixed = rollout_layer(seen, self._head_fusion, self._discard_ratio)
             self._rollout = mixed if self._rollout is None else mixed @ self._rollout

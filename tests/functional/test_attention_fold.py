@@ -145,16 +145,21 @@ def test_no_layer_outlives_its_fold_in_a_no_grad_pass() -> None:
     earlier: list[weakref.ref[Tensor]] = []
     alive_at_each_layer: list[int] = []
 
+    shared: list[bool] = []
+
     def on_layer(weights: Tensor) -> None:
         alive_at_each_layer.append(sum(ref() is not None for ref in earlier))
         earlier.append(weakref.ref(weights))
         fold(weights)
+        kept = (fold.class_rows[-1], fold._rollout)  # a view of the layer would keep all of it alive
+        shared.append(any(t.untyped_storage().data_ptr() == weights.untyped_storage().data_ptr() for t in kept))
 
     with torch.no_grad(), capture_attention(model, layout, on_layer=on_layer) as kept:
         model(_images(layout))
     assert kept == [] and fold.count == layout.depth
     assert alive_at_each_layer == [0] * layout.depth
     assert [tuple(rows.shape) for rows in fold.class_rows] == [(3, 4, layout.num_tokens)] * layout.depth
+    assert shared == [False] * layout.depth
 
 
 def test_gradients_are_folded_one_at_a_time_in_reverse_depth_order() -> None:
