@@ -107,6 +107,7 @@ class AttentionFold:
         self._row_shape: tuple[int, int, torch.device] | None = None
         self._next: int | None = None
         self._waiting: dict[int, Tensor] = {}
+        self._pending: dict[int, Tensor] = {}  # each layer's attention until its gradient has been folded
         self._handles: list[RemovableHandle] = []
 
     def __call__(self, weights: Tensor) -> None:
@@ -124,12 +125,13 @@ class AttentionFold:
         if self.grad_rollout and attn.requires_grad:
             if index == 0:
                 self.first = attn
-            self._handles.append(attn.register_hook(partial(self._on_grad, index, seen)))
+            self._pending[index] = seen
+            self._handles.append(attn.register_hook(partial(self._on_grad, index)))
 
-    def _on_grad(self, index: int, attn: Tensor, grad: Tensor) -> None:
+    def _on_grad(self, index: int, grad: Tensor) -> None:
         if self._next is None:
             self._next = self.count - 1
-        self._waiting[index] = relevance_weights(attn, grad)
+        self._waiting[index] = relevance_weights(self._pending.pop(index), grad)
         while self._next in self._waiting:
             self._fold(self._waiting.pop(self._next))
             self._next -= 1
@@ -154,6 +156,7 @@ class AttentionFold:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._pending.clear()
         self.first = None
 
     def _grid(self, rows: Tensor) -> Tensor:

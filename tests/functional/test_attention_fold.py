@@ -172,18 +172,18 @@ def test_gradients_are_folded_one_at_a_time_in_reverse_depth_order() -> None:
     grads: list[weakref.ref[Tensor]] = []
     original = fold._on_grad
 
-    def spy(index: int, attn: Tensor, grad: Tensor) -> None:
+    def spy(index: int, grad: Tensor) -> None:
         alive.append(sum(ref() is not None for ref in grads))
         grads.append(weakref.ref(grad))
         order.append(index)
-        original(index, attn, grad)
+        original(index, grad)
 
     fold._on_grad = spy  # type: ignore[method-assign]
     result = hooked_pass(model, _images(layout), None, attention=layout, attention_fold=fold)
     assert order == list(range(layout.depth - 1, -1, -1))
     assert alive == [0] * layout.depth
     assert result.attentions == [] and result.attention_grads == []
-    assert fold.first is None and not fold._handles
+    assert fold.first is None and not fold._handles and not fold._pending
 
 
 def test_gradients_arriving_out_of_depth_order_give_the_same_map() -> None:
