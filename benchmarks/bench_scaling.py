@@ -26,9 +26,9 @@ Axes: the probe (8, 16, 64 images at 224 px), the resolution (224, 384, 448 px, 
 (ResNet-18/50, ViT-S/16, ViT-B/16 at 224 px, 8 images). Along each axis the growth exponent ``k`` of
 ``cost ~ x^k`` is fitted (least squares in log-log; ``x`` = images, pixels, or parameters).
 
-Drift: ``MapMetrics.update`` (focus + drift numbers of 16 maps, two methods) over a 100-epoch history; the time of
-epochs 1-10 and 91-100 and the fitted exponent of the per-epoch time against the epoch index (0 = constant), and
-the history's state size (it keeps the first and the previous epoch only).
+Drift: ``MapMetrics.update`` (focus + drift numbers of 16 maps of 64 px, the size the history keeps, two methods)
+over a 100-epoch history; the time of epochs 2-11 and 91-100, the fitted exponent of the per-epoch time against the
+epoch index (0 = constant), and the history's state size (it keeps the first and the previous epoch only).
 
 Run::
 
@@ -200,7 +200,7 @@ def exponent(xs: Sequence[float], ys: Sequence[float]) -> float:
     return sum((p[0] - mx) * (p[1] - my) for p in points) / var if var else math.nan
 
 
-def drift_history(epochs: int = 100, images: int = 16, size: int = 224) -> dict[str, float]:
+def drift_history(epochs: int = 100, images: int = 16, size: int = 64) -> dict[str, float]:
     from lightning_explain.epoch.history import MapMetrics
 
     metrics = MapMetrics()
@@ -280,7 +280,7 @@ def report(results: list[tuple[Cell, dict]], drift: dict[str, float] | None, mar
             rows.append(["parameters", kind, family, _fmt(t), _fmt(m)])
     _table(rows, markdown)
     if drift is not None:
-        print("\ndrift numbers over a 100-epoch history (16 maps of 224 px, gradcam + saliency):\n")
+        print("\ndrift numbers over a 100-epoch history (16 maps of 64 px, gradcam + saliency):\n")
         _table(
             [
                 ["epochs 2-11 ms/epoch", "epochs 91-100 ms/epoch", "k (time vs epoch)", "history state KiB"],
