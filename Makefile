@@ -8,7 +8,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 DEMO_ARGS ?=
 
-.PHONY: demo test lint bench install-dev browser docs docs-serve tensorboard pictures dist mutation bench-shortcut bench-dashboard
+.PHONY: demo test lint bench install-dev browser docs docs-serve tensorboard pictures dist mutation bench-shortcut bench-dashboard bench-scaling
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -83,3 +83,9 @@ bench-shortcut: $(DEV_STAMP)
 # the plugin, the HTML report's bytes per epoch (needs chromium: make browser).
 bench-dashboard: $(DEV_STAMP) browser
 	$(PY) benchmarks/bench_dashboard.py
+
+# How time and peak memory grow with probe, resolution and model (docs/guides/scaling.md). BENCH_SCALING_ARGS=
+# (empty) runs the full grid: hours on a 2-core CPU.
+BENCH_SCALING_ARGS ?= --quick
+bench-scaling: $(DEV_STAMP)
+	$(PY) benchmarks/bench_scaling.py $(BENCH_SCALING_ARGS) --markdown

@@ -34,6 +34,7 @@ from lightning_explain.epoch.maps import (
     probe_targets,
     score_maps,
 )
+from lightning_explain.epoch.memory import MemoryGuard, explain_in_chunks, record_activation_bytes
 from lightning_explain.epoch.messages import (
     NO_LABELS_ERROR,
     NO_VALIDATION_ERROR,
@@ -120,6 +121,11 @@ class ExplainCallback(ViewCallback):
             warning. Off by default.
         target_layer: deprecated name of ``layer`` (a deprecation warning; removed in the next release).
         top_k: deprecated name of ``top_k_channels`` (a deprecation warning; removed in the next release).
+        memory_guard: True (default) estimates the probe pass's memory in the first dry run and, when it exceeds
+            half the free accelerator memory, explains the probe in chunks (said once); an out-of-memory error in a
+            view is retried once in halves, then the view is skipped with the cause. A
+            :class:`~lightning_explain.epoch.memory.MemoryGuard` sets the fraction (or a simulated budget); False
+            turns both off.
 
     Logged images (one per method, at the step of the epoch's validation metrics, ``global_step - 1`` during ``fit``;
     a row per probe image):
@@ -198,6 +204,7 @@ class ExplainCallback(ViewCallback):
         trust: bool | dict[str, Any] = False,
         target_layer: str | nn.Module | None = None,
         top_k: int | None = None,
+        memory_guard: MemoryGuard | bool = True,
     ) -> None:
         layer = renamed("ExplainCallback", "target_layer", target_layer, "layer", layer, None)
         top_k_channels = renamed("ExplainCallback", "top_k", top_k, "top_k_channels", top_k_channels, 3)
@@ -257,6 +264,10 @@ class ExplainCallback(ViewCallback):
         #: The methods that run: ``methods`` less those an integer probe cannot take.
         self._active = methods
         self._checked = False
+        self.memory_guard = memory_guard
+        self._memory = (
+            memory_guard if isinstance(memory_guard, MemoryGuard) else MemoryGuard() if memory_guard else None
+        )
 
     @property
     def state_key(self) -> str:
@@ -319,8 +330,11 @@ class ExplainCallback(ViewCallback):
             found = find_layer(pl_module, self._probe, self.targets, pl_module.device, self.output_transform)
             self._layer_name, reason, finer = found.name, found.reason, found.finer
         cheap = [m for m in self._active if m not in EXPENSIVE_METHODS] or ["gradcam"]
-        result = self._compute(pl_module, cheap, limit=2)
+        with record_activation_bytes(pl_module) as seen:
+            result = self._compute(pl_module, cheap, limit=2)
         self._checked = True
+        if self._memory is not None and (message := self._memory.plan(seen.per_image, len(images), pl_module.device)):
+            self._warn_once("memory/plan", f"ExplainCallback: {message}")
         if layered and result.layer is not None and result.layout is not None:
             self.layer_choice = LayerChoice(result.layer, result.layout, reason, finer)
             self._report_layer(trainer, self.layer_choice)
@@ -339,20 +353,32 @@ class ExplainCallback(ViewCallback):
     def _compute(
         self, pl_module: pl.LightningModule, methods: Sequence[str], limit: int | None = None
     ) -> ExplainResult:
-        """The maps of ``methods`` for the first ``limit`` probe images (all with None), from one ``explain`` call."""
+        """The maps of ``methods`` for the first ``limit`` probe images (all with None), from one ``explain`` call
+        (one per chunk of the probe when the memory guard splits it)."""
         assert self._probe is not None
-        with preserve_model_state(pl_module):
-            return explain(
-                pl_module,
-                self._probe.images[:limit].to(pl_module.device),
-                self._layer_name,
-                methods,
-                probe_targets(self.targets, self._probe, limit, pl_module.device),
-                top_k=self.top_k_channels,
-                output_transform=self.output_transform,
-                options={m: o for m, o in self._fn_options.items() if m in methods},
-                layer_layout=self.layer_layout,
-            )
+        images = self._probe.images[:limit]
+        targets = probe_targets(self.targets, self._probe, limit, pl_module.device)
+
+        def compute(start: int, stop: int) -> ExplainResult:
+            with preserve_model_state(pl_module):
+                return explain(
+                    pl_module,
+                    images[start:stop].to(pl_module.device),
+                    self._layer_name,
+                    methods,
+                    targets[start:stop] if isinstance(targets, Tensor) else targets,
+                    top_k=self.top_k_channels,
+                    output_transform=self.output_transform,
+                    options={m: o for m, o in self._fn_options.items() if m in methods},
+                    layer_layout=self.layer_layout,
+                )
+
+        if self._memory is None:
+            return compute(0, len(images))
+        return explain_in_chunks(compute, len(images), self._memory, self._say_retry)
+
+    def _say_retry(self, text: str) -> None:
+        self._warn_once(f"memory/retry/{self._memory.chunk if self._memory else None}", f"ExplainCallback: {text}")
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert self._probe is not None

@@ -81,6 +81,7 @@ def capture_attention(
     *,
     keep_graph: bool = False,
     layers: Sequence[int] | None = None,
+    on_layer: Callable[[Tensor], None] | None = None,
 ) -> Iterator[list[Tensor]]:
     """Record each layer's post-softmax attention ``[B, heads, T, T]`` during the forward pass in the block.
 
@@ -107,9 +108,12 @@ def capture_attention(
         layout: from :func:`vit_layout`; None detects it.
         keep_graph: keep the recorded tensors in the autograd graph (for :func:`grad_rollout`); False detaches them.
         layers: block indices to record (negative counts from the end); None records every layer.
+        on_layer: called with each layer's attention as soon as the layer has run, INSTEAD of appending it to the
+            list (which then stays empty): a consumer that folds each layer into a running result (see
+            :class:`~lightning_explain.functional.attention_fold.AttentionFold`) keeps no layer after it is used.
 
     Yields:
-        The list that the pass fills with ``[B, heads, T, T]`` attention tensors.
+        The list that the pass fills with ``[B, heads, T, T]`` attention tensors (empty with ``on_layer``).
 
     Example:
         >>> import torch, torchvision
@@ -133,7 +137,11 @@ def capture_attention(
         if not isinstance(weights, Tensor) or weights.ndim != 4:
             got = list(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
             raise RuntimeError(f"{where} returned no [B, heads, T, T] attention weights (got {got}).")
-        attentions.append(weights if keep_graph else weights.detach())
+        kept = weights if keep_graph else weights.detach()
+        if on_layer is not None:
+            on_layer(kept)
+        else:
+            attentions.append(kept)
 
     def on_mha(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
         weights = output[1]

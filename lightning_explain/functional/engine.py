@@ -20,6 +20,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from lightning_explain.capture import resolve_layer
+from lightning_explain.functional.attention_fold import AttentionFold
 from lightning_explain.functional.context import check_inputs, grad_context
 from lightning_explain.functional.hooked_pass import PassResult, hooked_pass
 from lightning_explain.functional.layouts import (
@@ -171,6 +172,15 @@ def explain(
     if need_layer and layer is None:
         layer = locate_layer(model, inputs, targets, output_transform=output_transform).name
     resolved = resolve_layer(model, layer) if need_layer and layer is not None else None
+    fold = None
+    if attention_wanted:
+        assert layout is not None
+        fold = AttentionFold(
+            layout,
+            class_rows="attention" in wanted,
+            rollout=opts.get("rollout", {}) if "rollout" in wanted else None,
+            grad_rollout="grad_rollout" in wanted,
+        )
 
     passed = hooked_pass(
         model,
@@ -183,13 +193,14 @@ def explain(
         grad_input="input_grad" in reads,
         grad_attention="attention_grad" in reads,
         output_transform=output_transform,
+        attention_fold=fold,
     )
     size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
     # Passes of the methods' own explain the classes of the shared pass, or the same callable's scores.
     target = TargetSpec(passed.classes)
     if callable(targets) and not isinstance(targets, Tensor):
         target = TargetSpec(None, targets)
-    ctx = MethodContext(model, passed.inputs, passed, target, output_transform, top_k, layout)
+    ctx = MethodContext(model, passed.inputs, passed, target, output_transform, top_k, layout, attention_fold=fold)
     read: FeatureLayout | None = None
     if resolved is not None and passed.activation is not None:
         read = layer_layout_of(model, passed, resolved, layout, layer_layout)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_explain.capture import LayerRecording, capture_attention, record_layer
+from lightning_explain.functional.attention_fold import AttentionFold
 from lightning_explain.functional.context import as_model_input, grad_context
 from lightning_explain.functional.targets import OutputTransform, Targets, TargetSpec, read_output, select_scores
 from lightning_explain.functional.vit_layouts import ViTLayout
@@ -82,6 +83,7 @@ def hooked_pass(
     grad_attention: bool = False,
     rows: Tensor | None = None,
     output_transform: OutputTransform = None,
+    attention_fold: AttentionFold | None = None,
 ) -> PassResult:
     """One forward pass of ``inputs`` with the requested hooks, then one ``autograd.grad`` of the summed scores.
 
@@ -99,6 +101,9 @@ def hooked_pass(
         grad_attention: differentiate with respect to the attention weights (keeps them on the graph).
         rows: the image each row of ``inputs`` belongs to, for a ``TargetSpec``.
         output_transform: maps the model's output to ``[B, C]`` logits when it is not already a tensor.
+        attention_fold: with ``attention``, fold each layer's attention into it as the layer runs instead of keeping
+            every layer (``attentions`` stays empty); its gradient-weighted rollout, when asked for, is folded in
+            the backward (see :class:`~lightning_explain.functional.attention_fold.AttentionFold`).
 
     Example:
         >>> import torch, torchvision
@@ -111,7 +116,10 @@ def hooked_pass(
     """
     if (grad_layer and not layers) or (grad_attention and attention is None):
         raise ValueError("a gradient with respect to a layer or the attention needs that layer or layout hooked.")
-    any_grad = grad_layer or grad_input or grad_attention
+    fold_grad = attention_fold is not None and attention_fold.grad_rollout
+    if attention_fold is not None and (attention is None or grad_attention):
+        raise ValueError("attention_fold needs an attention layout and replaces grad_attention.")
+    any_grad = grad_layer or grad_input or grad_attention or fold_grad
     with grad_context(inputs.device):
         x = as_model_input(inputs, model)
         if grad_input and not x.is_floating_point():
@@ -120,15 +128,18 @@ def hooked_pass(
         with ExitStack() as hooks:
             recordings = [hooks.enter_context(record_layer(module, name)) for name, module in layers]
             attentions = (
-                hooks.enter_context(capture_attention(model, attention, keep_graph=grad_attention))
+                hooks.enter_context(
+                    capture_attention(model, attention, keep_graph=grad_attention or fold_grad, on_layer=attention_fold)
+                )
                 if (attention is not None)
                 else []
             )
             with torch.set_grad_enabled(any_grad):
                 output = model(x)
         activations = [read_layer(recording) for recording in recordings]
-        if attention is not None and len(attentions) != attention.depth:
-            raise RuntimeError(f"captured {len(attentions)} attention layers, expected {attention.depth}.")
+        captured = attention_fold.count if attention_fold is not None else len(attentions)
+        if attention is not None and captured != attention.depth:
+            raise RuntimeError(f"captured {captured} attention layers, expected {attention.depth}.")
         read = read_output(output, output_transform)
         logits = read.logits
         if logits.shape[0] != x.shape[0]:
@@ -145,9 +156,15 @@ def hooked_pass(
             *([x] if grad_input else []),
             *(attentions if grad_attention else []),
         ]
-        grads = torch.autograd.grad(scores.sum(), wrt, allow_unused=True)
+        anchor: list[Tensor] = []  # what the folded attention gradients are found on the way to
+        if attention_fold is not None and fold_grad and not grad_input:
+            first = attention_fold.first
+            anchor = [x] if x.requires_grad else [first] if first is not None else []
+        grads = list(torch.autograd.grad(scores.sum(), [*wrt, *anchor], allow_unused=True))[: len(wrt)]
+        if attention_fold is not None:
+            attention_fold.finish()
         filled = [torch.zeros_like(t) if g is None else g.detach() for g, t in zip(grads, wrt, strict=True)]
-        del output, logits, scores, read
+        del output, logits, scores, read, anchor
     if grad_layer:
         result.layer_grads, filled = filled[: len(activations)], filled[len(activations) :]
     if grad_input:

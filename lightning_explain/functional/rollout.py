@@ -91,6 +91,22 @@ def _discard_lowest(fused: Tensor, ratio: float) -> Tensor:
     return flat.scatter(1, lowest, 0.0).reshape(batch, tokens, tokens)
 
 
+def rollout_layer(attn: Tensor, head_fusion: str, discard_ratio: float) -> Tensor:
+    """One layer's factor of :func:`attention_rollout`: heads fused, weak entries discarded, ``0.5 A + 0.5 I``
+    renormalised per row; ``[B, T, T]`` fp32 from ``[B, heads, T, T]``."""
+    fused = _fuse_heads(attn.float(), head_fusion)
+    if discard_ratio > 0.0:
+        fused = _discard_lowest(fused, discard_ratio)
+    eye = torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
+    mixed = 0.5 * fused + 0.5 * eye
+    return mixed / mixed.sum(dim=-1, keepdim=True)
+
+
+def relevance_weights(attn: Tensor, grad: Tensor) -> Tensor:
+    """One layer's term of :func:`grad_rollout`: ``mean_heads(ReLU(dS/dA * A))``, ``[B, T, T]`` fp32."""
+    return torch.relu(grad.float() * attn.float()).mean(dim=1)
+
+
 def attention_rollout(
     attentions: Sequence[Tensor],
     layout: ViTLayout,
@@ -133,12 +149,7 @@ def attention_rollout(
     _require_class_token(layout)
     rollout: Tensor | None = None
     for attn in attentions:
-        fused = _fuse_heads(check_attention(attn, layout).float(), head_fusion)
-        if discard_ratio > 0.0:
-            fused = _discard_lowest(fused, discard_ratio)
-        eye = torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
-        mixed = 0.5 * fused + 0.5 * eye
-        mixed = mixed / mixed.sum(dim=-1, keepdim=True)
+        mixed = rollout_layer(check_attention(attn, layout), head_fusion, discard_ratio)
         rollout = mixed if rollout is None else mixed @ rollout
     assert rollout is not None
     return _patch_row_to_grid(rollout[:, 0, :], layout)
@@ -175,7 +186,7 @@ def grad_rollout(attentions: Sequence[Tensor], grads: Sequence[Tensor], layout: 
         attn = check_attention(attn, layout).float()
         if grad.shape != attn.shape:
             raise ValueError(f"gradient shape {list(grad.shape)} differs from attention shape {list(attn.shape)}.")
-        weighted = torch.relu(grad.float() * attn).mean(dim=1)
+        weighted = relevance_weights(attn, grad)
         if relevance is None:
             eye = torch.eye(attn.shape[-1], dtype=attn.dtype, device=attn.device)
             relevance = eye.expand_as(weighted)
@@ -186,8 +197,16 @@ def grad_rollout(attentions: Sequence[Tensor], grads: Sequence[Tensor], layout: 
 
 def _attention(ctx: MethodContext, *, layer: int = -1) -> Tensor:
     """Head-averaged class-token attention of block ``layer``; per head and per layer go to ``ctx.views``."""
-    weights = ctx.attentions
     index = int(layer)
+    fold = ctx.attention_fold
+    if fold is not None:  # only the class-token rows were kept, as each layer ran
+        if not -fold.count <= index < fold.count:
+            raise ValueError(f"options['attention']['layer']={index} is out of range for {fold.count} layers.")
+        heads = fold.head_maps(index)
+        ctx.views["attention_heads"] = heads
+        ctx.views["attention_layers"] = fold.layer_maps()
+        return heads.mean(dim=1)
+    weights = ctx.attentions
     if not -len(weights) <= index < len(weights):
         raise ValueError(f"options['attention']['layer']={index} is out of range for {len(weights)} layers.")
     heads = cls_attention(weights[index], ctx.layout)
@@ -197,10 +216,14 @@ def _attention(ctx: MethodContext, *, layer: int = -1) -> Tensor:
 
 
 def _rollout(ctx: MethodContext, **options: Any) -> Tensor:
+    if ctx.attention_fold is not None:  # one running product, folded with these options as each layer ran
+        return ctx.attention_fold.rollout_map()
     return attention_rollout(ctx.attentions, ctx.layout, **options)
 
 
 def _grad_rollout(ctx: MethodContext) -> Tensor:
+    if ctx.attention_fold is not None:  # one class-token row, folded as each layer's gradient arrived
+        return ctx.attention_fold.grad_rollout_map()
     return grad_rollout(ctx.attentions, ctx.attention_grads, ctx.layout)
 
 

@@ -26,13 +26,16 @@ import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from torch import Tensor, nn
 
 from lightning_explain.functional.hooked_pass import PassResult
 from lightning_explain.functional.targets import OutputTransform, TargetSpec
 from lightning_explain.functional.vit_layouts import ViTLayout
+
+if TYPE_CHECKING:
+    from lightning_explain.functional.attention_fold import AttentionFold
 
 __all__ = [
     "READS",
@@ -68,6 +71,9 @@ class MethodContext:
         vit: the ViT layout when the model is a supported vision transformer.
         views: side maps by name (``attention_heads``...), finished like the method's own map.
         extras: side tensors by name (``activation_channels``), returned as they are.
+        attention_fold: the pass's :class:`~lightning_explain.functional.attention_fold.AttentionFold` when
+            ``explain`` folded the attention as each layer ran (the attention methods read it; no layer's full
+            attention is kept), else None (the methods read ``attentions`` / ``attention_grads``).
     """
 
     model: nn.Module
@@ -81,6 +87,7 @@ class MethodContext:
     layer_output_grad: Tensor | None = None
     views: dict[str, Tensor] = field(default_factory=dict)
     extras: dict[str, Tensor] = field(default_factory=dict)
+    attention_fold: AttentionFold | None = None
     _shared: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
