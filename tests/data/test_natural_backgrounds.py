@@ -8,12 +8,13 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-
-pytest.importorskip("skimage")
+from conftest import require_module
 
 from lightning_explain.data import NaturalShortcut, NaturalShortcutDataModule
 from lightning_explain.data.natural_backgrounds import load_photo
 from lightning_explain.functional.boxes import boxes_to_masks
+
+require_module("skimage")  # the photographs come from scikit-image's wheel (the `natural` extra)
 
 
 def test_a_sample_is_a_pure_function_of_seed_split_and_index_and_leaves_the_global_rng_alone() -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require_module
 
-pytest.importorskip("skimage")
+require_module("skimage")
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_shortcut_detection.py"
 

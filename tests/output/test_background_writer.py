@@ -116,7 +116,7 @@ def test_two_trainers_one_after_the_other_each_write_their_images_and_leave_no_t
         t, _cb, train, val = _run(tmp_path / name, epochs=2)
         t.fit(TinyCNN(), train, val)
         assert not _image_threads()  # the writer's thread was joined at teardown
-        assert _steps(tmp_path / name) == {f"explain/{m}": [3, 6] for m in ("gradcam", "saliency", "activations")}
+        assert _steps(tmp_path / name) == {f"explain/{m}": [2, 5] for m in ("gradcam", "saliency", "activations")}
 
 
 class _GatedSummaryWriter(SummaryWriter):
@@ -184,8 +184,8 @@ def test_a_trainer_fitted_inside_another_neither_waits_for_nor_writes_the_others
     assert seen["outer_pending_after"] == 1  # the inner Trainer's teardown did not wait for them (or write them)
     assert seen["outer_alive"] and seen["threads"] == 1  # the outer writer still runs; the inner one is joined
     views = {f"explain/{m}" for m in ("gradcam", "saliency", "activations")}
-    assert seen["inner_steps"] == {tag: [3, 6] for tag in views}  # the inner run's images, complete at its end
-    assert _steps(tmp_path / "outer") == {tag: [3, 6] for tag in views}
+    assert seen["inner_steps"] == {tag: [2, 5] for tag in views}  # the inner run's images, complete at its end
+    assert _steps(tmp_path / "outer") == {tag: [2, 5] for tag in views}
     assert not _image_threads()
 
 
@@ -309,7 +309,7 @@ def test_tensorboards_checksum_is_left_alone_by_default(tmp_path, monkeypatch):
     own = record_writer.masked_crc32c
     t, _cb, train, val = _run(tmp_path, epochs=1)
     t.fit(TinyCNN(), train, val)
-    assert _steps(tmp_path)["explain/gradcam"] == [3]
+    assert _steps(tmp_path)["explain/gradcam"] == [2]
     assert record_writer.masked_crc32c is own  # every other SummaryWriter in the process is as TensorBoard made it
 
 
