@@ -16,15 +16,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from lightning_explain.capture import LayerRecording, capture_attention, record_layer
-from lightning_explain.functional.attention_fold import AttentionFold
 from lightning_explain.functional.context import as_model_input, grad_context
 from lightning_explain.functional.targets import OutputTransform, Targets, TargetSpec, read_output, select_scores
 from lightning_explain.functional.vit_layouts import ViTLayout
+
+if TYPE_CHECKING:  # attention_fold imports rollout, whose specs import this module
+    from lightning_explain.functional.attention_fold import AttentionFold
 
 __all__ = ["PassResult", "hooked_pass"]
 
