@@ -54,9 +54,15 @@ def _uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def collect(logdir: str | os.PathLike[str], progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def collect(
+    logdir: str | os.PathLike[str], progress: Callable[[str], None] | None = None, *, require_images: bool = False
+) -> dict[str, Any]:
     """Every answer of the data API for ``logdir``: ``{"json": {key: answer}, "cells": {key: data URI},
-    "inputs": {run: [data URI per probe image]}}``; ``progress`` is called once per view with its name."""
+    "inputs": {run: [data URI per probe image]}}``; ``progress`` is called once per view with its name.
+
+    Raises:
+        FileNotFoundError: with ``require_images``, when no run holds an explained view (nothing to show).
+    """
     data = Logdir(logdir, rescan_seconds=0.0)
     answers: dict[str, Any] = {}
     cells: dict[str, str] = {}
@@ -83,19 +89,29 @@ def collect(logdir: str | os.PathLike[str], progress: Callable[[str], None] | No
                     inputs[name] = [_uri(data.cell(name, tag, str(step), str(r), "0")) for r in range(view["rows"])]
             if progress is not None:
                 progress(f"{name}: {tag}")
-    if not any(answers[_key("run", run=entry["name"])]["views"] for entry in runs["runs"]):
+    if require_images and not any(answers[_key("run", run=entry["name"])]["views"] for entry in runs["runs"]):
         count = len(runs["runs"])
         raise FileNotFoundError(
-            f"the event files under {logdir} ({count} run{'s' * (count != 1)}) hold no explanations: the report shows "
+            f"the event files under {logdir} ({count} run{'s' * (count != 1)}) hold no images: the report shows "
             "the image grids lightning_explain's callbacks log (tags like 'explain/gradcam', with their "
             "'.../layout' texts). Pass the log dir of a run with ExplainCallback and a TensorBoardLogger."
         )
     return {"json": answers, "cells": cells, "inputs": inputs}
 
 
-def dashboard_html(logdir: str | os.PathLike[str], title: str, progress: Callable[[str], None] | None = None) -> str:
-    """The offline dashboard of ``logdir`` as one self-contained HTML string (no network, no external file)."""
-    payload = json.dumps(collect(logdir, progress), separators=(",", ":")).replace("</", "<\\/")
+def dashboard_html(
+    logdir: str | os.PathLike[str],
+    title: str,
+    progress: Callable[[str], None] | None = None,
+    *,
+    require_images: bool = False,
+) -> str:
+    """The offline dashboard of ``logdir`` as one self-contained HTML string (no network, no external file).
+
+    ``require_images``: raise :class:`FileNotFoundError` when no run holds an explained view (see :func:`collect`).
+    """
+    data = collect(logdir, progress, require_images=require_images)
+    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     script = static_asset("explain.js") + "\n" + _SHIM
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

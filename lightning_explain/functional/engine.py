@@ -191,7 +191,8 @@ def explain(
         attention=layout if attention_wanted else None,
         grad_layer="layer_grad" in reads,
         grad_input="input_grad" in reads,
-        grad_attention="attention_grad" in reads,
+        # the fold takes each layer's attention gradient in the backward (attention_fold.py), so none is returned
+        grad_attention=False,
         output_transform=output_transform,
         attention_fold=fold,
     )

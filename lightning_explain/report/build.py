@@ -63,7 +63,9 @@ def write_report(logdir: str | Path, output: str | Path, *, quiet: bool = False)
 
     with _progress(len(paths), "reading and cutting the grids", quiet) as bar:
         bar.total = None  # one step per view; the count of views is known only once the runs are read
-        text = dashboard_html(root, f"lightning_explain report: {root.name}", lambda what: _step(bar, what))
+        text = dashboard_html(
+            root, f"lightning_explain report: {root.name}", lambda what: _step(bar, what), require_images=True
+        )
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
