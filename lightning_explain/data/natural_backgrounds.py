@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import math
-import operator
 from functools import cache
 from typing import Literal, SupportsIndex, TypeAlias
 
@@ -35,7 +34,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from lightning_explain.data.shortcut_shapes import CLASS_NAMES, OBJECT_PALETTE, _splitmix64, check_int
+from lightning_explain.data.shortcut_shapes import (
+    CLASS_NAMES,
+    OBJECT_PALETTE,
+    _splitmix64,
+    check_int,
+    sample_generator,
+    sample_index,
+)
 
 __all__ = ["BACKGROUNDS", "NaturalSample", "NaturalShortcut", "Split", "load_photo"]
 
@@ -189,15 +195,10 @@ class NaturalShortcut(Dataset[NaturalSample]):
         return self.num_samples
 
     def _index(self, index: SupportsIndex) -> int:
-        i = operator.index(index)
-        if i < 0:
-            i += self.num_samples
-        if not 0 <= i < self.num_samples:
-            raise IndexError(f"index {operator.index(index)} is out of range for {self.num_samples} samples.")
-        return i
+        return sample_index(index, self.num_samples)
 
     def _generator(self, i: int) -> torch.Generator:
-        return torch.Generator().manual_seed(_splitmix64((self._seed_key + i) & _MASK64))
+        return sample_generator(self._seed_key, i)
 
     def _draw_background(self, generator: torch.Generator, label: int) -> int:
         u = float(torch.rand((), generator=generator))  # always two draws, whatever the agreement is

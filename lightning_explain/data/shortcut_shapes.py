@@ -84,6 +84,21 @@ def _splitmix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
+def sample_index(index: SupportsIndex, num_samples: int) -> int:
+    """``index`` as a sample number in ``[0, num_samples)`` (negative indices count from the end), else IndexError."""
+    i = operator.index(index)
+    if i < 0:
+        i += num_samples
+    if not 0 <= i < num_samples:
+        raise IndexError(f"index {operator.index(index)} is out of range for {num_samples} samples.")
+    return i
+
+
+def sample_generator(seed_key: int, i: int) -> torch.Generator:
+    """The private generator of sample ``i`` of a data set keyed by ``seed_key`` (the global RNG is never drawn)."""
+    return torch.Generator().manual_seed(_splitmix64((seed_key + i) & _MASK64))
+
+
 def check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}.")
@@ -197,15 +212,10 @@ class ShortcutShapes(Dataset[Sample]):
         return self.num_samples
 
     def _index(self, index: SupportsIndex) -> int:
-        i = operator.index(index)
-        if i < 0:
-            i += self.num_samples
-        if not 0 <= i < self.num_samples:
-            raise IndexError(f"index {operator.index(index)} is out of range for {self.num_samples} samples.")
-        return i
+        return sample_index(index, self.num_samples)
 
     def _generator(self, i: int) -> torch.Generator:
-        return torch.Generator().manual_seed(_splitmix64((self._seed_key + i) & _MASK64))
+        return sample_generator(self._seed_key, i)
 
     def _draw_cue_class(self, generator: torch.Generator, label: int) -> int:
         # Always two draws, whatever cue_agreement is, so later draws (the object) do not depend on it.
