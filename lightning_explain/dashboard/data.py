@@ -367,6 +367,7 @@ class Logdir:
         self._lock = threading.RLock()
         self._grids: OrderedDict[tuple[str, str, int], np.ndarray] = OrderedDict()
         self._cells: OrderedDict[tuple[str, str, int, int, int], bytes] = OrderedDict()
+        self._tiles: OrderedDict[tuple[str, str, int, str], bytes] = OrderedDict()
         self._cache_grids = cache_grids
 
     # ---------------------------------------------------------------------------------------------- index
@@ -512,6 +513,54 @@ class Logdir:
             self._cells[key] = data
             while len(self._cells) > 64 * self._cache_grids:
                 self._cells.popitem(last=False)
+        return data
+
+    def tile(self, name: str | None, tag: str | None, step: str | None, part: str | None) -> bytes:
+        """The PNG of one film-strip column: the cells of every row of the grid of view ``tag`` logged at ``step``,
+        stacked without gaps (row ``r`` is the ``r``-th band of ``cell height`` pixels).
+
+        ``part="maps"``: each row's maps side by side (grid columns 1 and up; the whole grid when no layout was logged
+        with it, column 0 when the grid has one column); ``part="input"``: each row's input (column 0). Enlarged cells
+        come back at their image's own size (:func:`deblock`), so one explained epoch of 16 probe images is one
+        small image and one request instead of sixteen.
+        """
+        if part not in ("maps", "input"):
+            raise ApiError(400, f"part must be 'maps' or 'input'; got {str(part)[:40]!r}.")
+        with self._lock:
+            run = self._run(name)
+            view = self._view(run, tag)
+            assert tag is not None
+            at = parse_index("step", step)
+            where = run.images[tag].get(at)
+            if where is None:
+                steps = [s for _, s in view["frames"]]
+                raise ApiError(404, f"view {tag!r} of run {run.name!r} has no image at step {at}; steps: {steps[:50]}.")
+            layout = run.grid_layout(tag, at)
+            if part == "input" and (layout is None or layout.columns < 2):
+                raise ApiError(404, f"view {tag!r} of run {run.name!r} logged no input column at step {at}.")
+            key = (run.name, tag, at, part)
+            cached = self._tiles.get(key)
+            if cached is not None:
+                self._tiles.move_to_end(key)
+                return cached
+            grid = self._grid(run, tag, at, where)
+        if layout is not None and (grid.shape[0], grid.shape[1]) != layout.size:
+            layout = None  # a layout that does not fit its grid: serve the grid whole
+        if layout is None:
+            pixels = deblock(grid)
+        else:
+            columns = [0] if part == "input" or layout.columns == 1 else list(range(1, layout.columns))
+            whole = np.concatenate(
+                [np.concatenate([cut_cell(grid, layout, r, c) for c in columns], axis=1) for r in range(layout.rows)]
+            )
+            pixels = deblock(whole)
+            if pixels.shape[0] % layout.rows or pixels.shape[1] % len(columns):  # blocks across cells (flat maps)
+                pixels = whole  # keep a whole number of pixels per cell, so each row is a band of the image
+        data = encode_png(pixels)
+        with self._lock:
+            self._tiles[key] = data
+            while len(self._tiles) > 4 * self._cache_grids:
+                self._tiles.popitem(last=False)
         return data
 
     def _grid(self, run: RunIndex, tag: str, step: int, where: _Where) -> np.ndarray:

@@ -1,11 +1,12 @@
 """The Explain dashboard as one offline HTML file: the same front-end and the same data API, inlined.
 
 :func:`dashboard_html` asks :class:`~lightning_explain.dashboard.data.Logdir` every question the front-end
-(``static/explain.js``) can ask (runs, each run, each view's charts, each epoch's per-image numbers, every cell)
-and stores the answers in the page as JSON under the same keys the front-end builds (``route?name=value&...``);
-a tiny shim answers the front-end's ``api.get`` and ``api.cell`` from that table instead of HTTP. Each probe
-image's input is stored once per run (every view and epoch shows the same input), and enlarged cells are
-stored at their image's own size (:func:`~lightning_explain.dashboard.data.deblock`), shown pixelated.
+(``static/explain.js``) can ask (runs, each run, each view's charts, each epoch's per-image numbers, every
+film-strip tile) and stores the answers in the page as JSON under the same keys the front-end builds
+(``route?name=value&...``); a tiny shim answers the front-end's ``api.get`` and ``api.tile`` from that table
+instead of HTTP. Each distinct image is stored once (the inputs' column is the same in every view of a run), and
+enlarged cells are stored at their image's own size (:func:`~lightning_explain.dashboard.data.deblock`), shown
+pixelated.
 
 Example:
     >>> import tempfile
@@ -39,7 +40,7 @@ const api = {
     if (found === undefined) throw new Error(`not in this report: ${key(route, params)}`);
     return found;
   },
-  cell: params => DATA.cells[key('cell', params)] ?? DATA.inputs[params.run]?.[params.row] ?? '',
+  tile: params => DATA.images[DATA.tiles[key('tile', params)]] ?? '',
 };
 window.explainDashboard = await mount(document.getElementById('lx-app'), api, { live: false });
 """
@@ -57,16 +58,20 @@ def _uri(png: bytes) -> str:
 def collect(
     logdir: str | os.PathLike[str], progress: Callable[[str], None] | None = None, *, require_images: bool = False
 ) -> dict[str, Any]:
-    """Every answer of the data API for ``logdir``: ``{"json": {key: answer}, "cells": {key: data URI},
-    "inputs": {run: [data URI per probe image]}}``; ``progress`` is called once per view with its name.
+    """Every answer of the data API for ``logdir``: ``{"json": {key: answer}, "tiles": {key: index into images},
+    "images": [data URI, ...]}`` (each distinct PNG once); ``progress`` is called once per view with its name.
 
     Raises:
         FileNotFoundError: with ``require_images``, when no run holds an explained view (nothing to show).
     """
     data = Logdir(logdir, rescan_seconds=0.0)
     answers: dict[str, Any] = {}
-    cells: dict[str, str] = {}
-    inputs: dict[str, list[str]] = {}
+    tiles: dict[str, int] = {}
+    images: dict[str, int] = {}  # data URI -> its index: an image shown in several places is stored once
+
+    def store(key: str, png: bytes) -> None:
+        tiles[key] = images.setdefault(_uri(png), len(images))
+
     runs = data.runs()
     answers[_key("runs")] = runs
     for entry in runs["runs"]:
@@ -76,17 +81,14 @@ def collect(
         for view in run["views"]:
             tag = view["tag"]
             answers[_key("charts", run=name, tag=tag)] = data.charts(name, tag)
-            columns = view["columns"]
             for epoch, step in view["frames"]:
                 answers[_key("numbers", run=name, tag=tag, epoch=epoch)] = data.numbers(name, tag, str(epoch))
-                for row in range(view["rows"]):
-                    for col in range(1, columns) if columns > 1 else (0,):
-                        png = data.cell(name, tag, str(step), str(row), str(col))
-                        cells[_key("cell", run=name, tag=tag, step=step, row=row, col=col)] = _uri(png)
-            if columns > 1:  # the input, once per probe image (the largest view has them all)
-                epoch, step = view["frames"][-1]
-                if len(inputs.get(name, [])) < view["rows"]:
-                    inputs[name] = [_uri(data.cell(name, tag, str(step), str(r), "0")) for r in range(view["rows"])]
+                store(_key("tile", run=name, tag=tag, step=step, part="maps"), data.tile(name, tag, str(step), "maps"))
+            if view["columns"] > 1:  # the inputs column (the same image in every view of a run: stored once)
+                step = view["frames"][-1][1]
+                store(
+                    _key("tile", run=name, tag=tag, step=step, part="input"), data.tile(name, tag, str(step), "input")
+                )
             if progress is not None:
                 progress(f"{name}: {tag}")
     if require_images and not any(answers[_key("run", run=entry["name"])]["views"] for entry in runs["runs"]):
@@ -96,7 +98,7 @@ def collect(
             "the image grids lightning_explain's callbacks log (tags like 'explain/gradcam', with their "
             "'.../layout' texts). Pass the log dir of a run with ExplainCallback and a TensorBoardLogger."
         )
-    return {"json": answers, "cells": cells, "inputs": inputs}
+    return {"json": answers, "tiles": tiles, "images": list(images)}
 
 
 def dashboard_html(

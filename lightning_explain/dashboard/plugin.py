@@ -15,6 +15,8 @@ traceback.
 - ``run?run=R``: one run's views (method, rows, columns, ``[[epoch, step], ...]``), captions, alerts, layer.
 - ``charts?run=R&tag=T``: the focus, drift and faithfulness charts of the method of view ``T``.
 - ``numbers?run=R&tag=T&epoch=E``: each probe image's numbers at epoch ``E`` (the charts' hover).
+- ``tile?run=R&tag=T&step=S&part=maps|input``: one film-strip column as a PNG: every probe image's maps (or input)
+  at one step, stacked (what the film strip shows; one request per explained epoch).
 - ``cell?run=R&tag=T&step=S&row=I&col=J``: one cell of one logged grid as a PNG (column 0 is the input).
 """
 
@@ -74,7 +76,10 @@ class ExplainPlugin(base_plugin.TBPlugin):  # type: ignore[misc]
             "/run": self._api(lambda data, args: data.run(args.get("run"))),
             "/charts": self._api(lambda data, args: data.charts(args.get("run"), args.get("tag"))),
             "/numbers": self._api(lambda data, args: data.numbers(args.get("run"), args.get("tag"), args.get("epoch"))),
-            "/cell": self._cell,
+            "/cell": self._png(
+                lambda data, a: data.cell(a.get("run"), a.get("tag"), a.get("step"), a.get("row"), a.get("col"))
+            ),
+            "/tile": self._png(lambda data, a: data.tile(a.get("run"), a.get("tag"), a.get("step"), a.get("part"))),
         }
 
     @staticmethod
@@ -102,18 +107,20 @@ class ExplainPlugin(base_plugin.TBPlugin):  # type: ignore[misc]
 
         return serve
 
-    @Request.application  # type: ignore[misc, arg-type]
-    def _cell(self, request: Request) -> Response:
-        if self._data is None:
-            return _json({"error": "TensorBoard was started without --logdir: nothing to show."}, 400)
-        args = request.args
-        try:
-            png = self._data.cell(args.get("run"), args.get("tag"), args.get("step"), args.get("row"), args.get("col"))
-        except ApiError as err:
-            return _json({"error": err.message}, err.status)
-        except Exception as err:
-            _log.exception("lightning_explain dashboard: cell failed")
-            return _json({"error": f"internal error: {type(err).__name__}"}, 500)
-        response = Response(png, content_type="image/png")
-        response.headers["Cache-Control"] = "private, max-age=86400"  # a step's grid never changes
-        return response
+    def _png(self, query: Callable[[Logdir, Any], bytes]) -> Callable[..., Any]:
+        @Request.application  # type: ignore[misc]
+        def serve(request: Request) -> Response:
+            if self._data is None:
+                return _json({"error": "TensorBoard was started without --logdir: nothing to show."}, 400)
+            try:
+                png = query(self._data, request.args)
+            except ApiError as err:
+                return _json({"error": err.message}, err.status)
+            except Exception as err:
+                _log.exception("lightning_explain dashboard: %s failed", request.path)
+                return _json({"error": f"internal error: {type(err).__name__}"}, 500)
+            response = Response(png, content_type="image/png")
+            response.headers["Cache-Control"] = "private, max-age=86400"  # a step's grid never changes
+            return response
+
+        return serve

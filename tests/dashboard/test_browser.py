@@ -46,28 +46,40 @@ def _open(page: Any, site: dict[str, Any], run: str = "tiny/a") -> Any:
     page.goto(f"{site['server'].url}/#lightning_explain")
     frame = page.frame_locator("iframe")
     frame.locator("select.lx-run").select_option(run)
-    frame.locator(f'.lx-strip[data-run="{run}"] img.lx-cell').first.wait_for()
+    frame.locator(f'.lx-strip[data-run="{run}"] img.lx-tile').first.wait_for()
     return frame
 
 
-def _cell_pixels(frame: Any, selector: str) -> np.ndarray:
+def _cell_pixels(frame: Any, selector: str, row: int) -> np.ndarray:
+    """The pixels the film-strip column ``selector`` (one image: every probe image's map, stacked) shows for probe
+    image ``row``: its ``row``-th band of equal height."""
     img = frame.locator(selector)
     img.scroll_into_view_if_needed()
     img.evaluate("(el) => el.decode()")
     width, height, data = img.evaluate(PIXELS_JS)
-    return np.asarray(data, dtype=np.uint8).reshape(height, width, 4)[..., :3]
+    pixels = np.asarray(data, dtype=np.uint8).reshape(height, width, 4)[..., :3]
+    assert height % PROBE == 0, f"a column of {PROBE} images is {height} px tall"
+    band = height // PROBE
+    return pixels[row * band : (row + 1) * band]
 
 
 def test_the_tab_appears_and_the_strip_is_images_by_epochs(page, site):
     frame = _open(page, site)
     assert page.get_by_text("Explain", exact=True).first.is_visible()  # TensorBoard's tab bar
     strip = frame.locator('.lx-strip[data-run="tiny/a"]')
-    assert strip.locator("tr.lx-row").count() == PROBE
+    assert strip.locator(".lx-caption").count() == PROBE  # a row per probe image
     epochs = [int(e) for e in strip.locator("th.lx-epoch").evaluate_all("(ths) => ths.map(t => t.dataset.epoch)")]
     assert epochs == list(range(EPOCHS))
-    assert strip.locator("img.lx-cell:not(.lx-in)").count() == PROBE * EPOCHS  # one Grad-CAM cell per image and epoch
-    assert strip.locator("img.lx-in").count() == PROBE  # the input once per row
-    caption = strip.locator(".lx-caption").first.text_content()
+    assert strip.locator("img.lx-tile:not(.lx-in)").count() == EPOCHS  # a column per epoch
+    assert strip.locator("img.lx-in").count() == 1  # the inputs once
+    # Every column is PROBE cells tall and one Grad-CAM map wide, the rows level with the captions.
+    captions = strip.locator(".lx-caption")
+    tile = strip.locator('img.lx-tile[data-epoch="0"]').bounding_box()
+    cell = tile["width"]
+    assert abs(tile["height"] - PROBE * cell) < 1
+    for r in range(PROBE):
+        assert abs(captions.nth(r).bounding_box()["y"] - (tile["y"] + r * cell)) < 1
+    caption = captions.first.text_content()
     assert caption.startswith("#0 true ") and "predicted" in caption
 
 
@@ -80,13 +92,13 @@ def test_a_cell_shows_the_logged_pixels_and_the_method_switch_changes_them(page,
         grid = grids[steps[epoch]]
         layout = grid_layout(grid.shape[:2], probe_size, CELL)
         top, left, bottom, right = layout.cell_box(row, 1)
-        shown = _cell_pixels(frame, f'.lx-strip[data-run="tiny/a"] img[data-row="{row}"][data-epoch="{epoch}"]')
+        shown = _cell_pixels(frame, f'.lx-strip[data-run="tiny/a"] img.lx-tile[data-epoch="{epoch}"]', row)
         logged = grid[top:bottom, left:right]
         assert np.array_equal(enlarged(shown, logged.shape), logged), f"epoch {epoch}, row {row}"
-    gradcam = _cell_pixels(frame, '.lx-strip[data-run="tiny/a"] img[data-row="0"][data-epoch="0"]')
+    gradcam = _cell_pixels(frame, '.lx-strip[data-run="tiny/a"] img.lx-tile[data-epoch="0"]', 0)
     frame.locator("select.lx-method").select_option("saliency")
     frame.locator('.lx-strip[data-run="tiny/a"] h3', has_text="saliency").wait_for()
-    saliency = _cell_pixels(frame, '.lx-strip[data-run="tiny/a"] img[data-row="0"][data-epoch="0"]')
+    saliency = _cell_pixels(frame, '.lx-strip[data-run="tiny/a"] img.lx-tile[data-epoch="0"]', 0)
     grid = logged_grids(trained_logdir() / "tiny" / "a", "explain/saliency")[steps[0]]
     top, left, bottom, right = grid_layout(grid.shape[:2], probe_size, CELL).cell_box(0, 1)
     assert np.array_equal(enlarged(saliency, (CELL, CELL)), grid[top:bottom, left:right])
@@ -99,7 +111,7 @@ def test_the_alert_epoch_is_marked_on_the_strip_and_the_charts(page, site):
     marked = strip.locator("th.lx-epoch.lx-alert")
     assert marked.count() == 1 and marked.get_attribute("data-epoch") == str(ALERT_EPOCH)
     assert "alert" in marked.text_content()
-    assert strip.locator(f'td.lx-slot.lx-alert[data-epoch="{ALERT_EPOCH}"]').count() == PROBE
+    assert strip.locator(f'td.lx-slot.lx-alert[data-epoch="{ALERT_EPOCH}"]').count() == 1
     frame.locator("svg.lx-chart").first.wait_for()
     lines = frame.locator("svg.lx-chart .lx-alert-line")
     assert lines.count() >= 2 and {lines.nth(i).get_attribute("data-epoch") for i in range(lines.count())} == {
@@ -114,9 +126,16 @@ def test_the_alert_epoch_is_marked_on_the_strip_and_the_charts(page, site):
 
 def test_the_large_view_has_the_caption_and_moves_with_the_keys(page, site):
     frame = _open(page, site)
-    frame.locator('.lx-strip[data-run="tiny/a"] img[data-row="1"][data-epoch="1"]').click()
+    tile = frame.locator('.lx-strip[data-run="tiny/a"] img.lx-tile[data-epoch="1"]')
+    box = tile.bounding_box()
+    tile.click(position={"x": box["width"] / 2, "y": box["height"] * 1.5 / PROBE})  # the second probe image
     modal = frame.locator(".lx-modal")
-    assert modal.get_attribute("data-epoch") == "1"
+    assert modal.get_attribute("data-epoch") == "1" and modal.get_attribute("data-row") == "1"
+    # The large view shows that cell: the column's second band, from the same image (no other request).
+    big = modal.locator(".lx-main .lx-cells .lx-cellview").first
+    assert big.get_attribute("data-row") == "1"
+    style = big.evaluate("(el) => [getComputedStyle(el).backgroundImage, getComputedStyle(el).backgroundPositionY]")
+    assert tile.get_attribute("src") in style[0] and abs(float(style[1].rstrip("%")) - 100 / (PROBE - 1)) < 1e-3
     caption = modal.locator(".lx-big-caption").text_content()
     assert "true " in caption and "predicted " in caption
     assert modal.locator(".lx-side figcaption").all_text_contents() == ["previous: epoch 0", "next: epoch 2"]
@@ -142,7 +161,8 @@ def test_two_runs_side_by_side_are_aligned_by_epoch(page, site):
         assert abs(a["x"] - b["x"]) < 1 and abs(a["width"] - b["width"]) < 1, f"epoch {e} is not aligned"
     # tiny/b trained one epoch less: its last column is there, empty.
     assert second.locator(f'td.lx-slot[data-epoch="{EPOCHS - 1}"] img').count() == 0
-    assert second.locator(f'td.lx-slot[data-epoch="{EPOCHS - 2}"] img').count() == PROBE
+    assert second.locator(f'td.lx-slot[data-epoch="{EPOCHS - 1}"] .lx-missing').count() == 1
+    assert second.locator(f'td.lx-slot[data-epoch="{EPOCHS - 2}"] img.lx-tile').count() == 1
 
 
 def test_a_run_that_gains_an_epoch_shows_it_while_the_page_is_open(page, site):
@@ -153,7 +173,7 @@ def test_a_run_that_gains_an_epoch_shows_it_while_the_page_is_open(page, site):
     with target.open("ab") as f:
         f.write(data[cut:])
     strip.locator(f'th.lx-epoch[data-epoch="{EPOCHS - 1}"]').wait_for(timeout=LIVE_TIMEOUT_MS)
-    assert strip.locator(f'img[data-epoch="{EPOCHS - 1}"]').count() == PROBE
+    assert strip.locator(f'img.lx-tile[data-epoch="{EPOCHS - 1}"]').count() == 1
 
 
 def test_a_logdir_without_our_data_shows_the_empty_state(page):

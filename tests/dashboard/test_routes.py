@@ -95,6 +95,31 @@ def test_a_cell_is_the_logged_grid_cut_by_its_layout(server):
     assert layout.cell_height == CELL
 
 
+def test_a_tile_is_every_probe_images_cells_of_one_epoch_stacked(server):
+    # What the film strip shows: one image per epoch column, row r = the r-th band; the same pixels as the cells.
+    log = trained_logdir() / "tiny" / "a"
+    run = server.json(f"{API}/run?run=tiny/a")
+    for method, maps in (("gradcam", 1), ("activations", 3)):
+        tag = f"explain/{method}"
+        grids = logged_grids(log, tag)
+        view = next(v for v in run["views"] if v["method"] == method)
+        assert view["columns"] == maps + 1
+        for _, step in view["frames"]:
+            layout = _layout(log, step, tag)
+            for part, columns in (("maps", range(1, maps + 1)), ("input", [0])):
+                status, body, kind = server.get(f"{API}/tile?run=tiny/a&tag={tag}&step={step}&part={part}")
+                assert status == 200 and kind == "image/png"
+                tile = png_pixels(body)
+                h, w = tile.shape[0] // PROBE, tile.shape[1] // len(columns)
+                assert (h * PROBE, w * len(columns)) == tile.shape[:2] and h < CELL  # stored at the image's size
+                for row in range(PROBE):
+                    for k, col in enumerate(columns):
+                        top, left, bottom, right = layout.cell_box(row, col)
+                        logged = grids[step][top:bottom, left:right]
+                        shown = tile[row * h : (row + 1) * h, k * w : (k + 1) * w]
+                        assert np.array_equal(enlarged(shown, logged.shape), logged), (method, step, part, row, col)
+
+
 def _layout(run: Path, step: int, tag: str) -> GridLayout:
     for _, _, event in records(event_file(run)):
         for value in event.summary.value:
@@ -143,6 +168,12 @@ BAD = [
     ("cell?run=tiny/a&tag=explain/gradcam&step=1&row=1e3&col=0", 400, "row must be"),
     ("cell?run=tiny/a&tag=explain/gradcam&step=1&row=0x1&col=0", 400, "row must be"),
     ("cell?run=tiny/a&tag=%2Fetc%2Fpasswd&step=1&row=0&col=0", 404, "has no view '/etc/passwd'"),
+    ("tile?run=tiny/a&tag=explain/gradcam&step=1", 400, "part must be 'maps' or 'input'; got 'None'"),
+    ("tile?run=tiny/a&tag=explain/gradcam&step=1&part=..%2Fx", 400, "part must be 'maps' or 'input'; got '../x'"),
+    ("tile?run=tiny/a&tag=explain/gradcam&step=2&part=maps", 404, "has no image at step 2"),
+    ("tile?run=tiny/a&tag=explain/gradcam&step=-1&part=maps", 400, "step must be a whole number"),
+    ("tile?run=tiny/../x&tag=explain/gradcam&step=1&part=maps", 404, "no run 'tiny/../x'"),
+    ("tile?run=tiny/a&tag=../../explain/gradcam&step=1&part=maps", 404, "has no view"),
 ]
 
 

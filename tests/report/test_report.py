@@ -61,17 +61,27 @@ def report(explained_run: dict[str, Any], tmp_path_factory: pytest.TempPathFacto
 
 
 def _data(text: str) -> dict[str, Any]:
-    """The data API's answers the report inlines (``json``, ``cells``, ``inputs``; see dashboard.offline)."""
+    """The data API's answers the report inlines (``json``, ``tiles``, ``images``; see dashboard.offline)."""
     found = re.search(r'<script type="application/json" id="lx-data">(.*?)</script>', text, re.S)
     assert found is not None
     return json.loads(found.group(1).replace("<\\/", "</"))
 
 
-def _enlarged(uri: str, shape: tuple[int, ...]) -> np.ndarray:
+def _enlarged(pixels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """A stored cell (at its image's own size) as the page shows it in a cell of ``shape`` (pixelated)."""
-    pixels = _png(uri)
     fh, fw = shape[0] // pixels.shape[0], shape[1] // pixels.shape[1]
     return np.repeat(np.repeat(pixels, fh, axis=0), fw, axis=1)
+
+
+def _tile(data: dict[str, Any], key: str) -> np.ndarray:
+    """The film-strip column stored under ``key`` (``tile?run=...&part=...``), decoded."""
+    return _png(data["images"][data["tiles"][key]])
+
+
+def _cell(tile: np.ndarray, row: int, col: int, span: int) -> np.ndarray:
+    """Cell ``(row, col)`` of a column of ``RUN_PROBE`` rows of ``span`` cells each."""
+    h, w = tile.shape[0] // RUN_PROBE, tile.shape[1] // span
+    return tile[row * h : (row + 1) * h, col * w : (col + 1) * w]
 
 
 RUN = "tiny/v0"
@@ -89,12 +99,13 @@ def test_report_shows_every_method_and_epoch_with_the_logged_pixels(explained_ru
         for (_, step), (logged_step, pixels) in zip(view["frames"], logged[tag], strict=True):
             assert step == logged_step
             layout = _grid_layout(pixels)
+            tile = _tile(data, f"tile?run={RUN}&tag={tag}&step={step}&part=maps")
             for row in range(RUN_PROBE):
                 for col in range(1, view["columns"]):
                     top, left, bottom, right = layout.cell_box(row, col)
-                    uri = data["cells"][f"cell?run={RUN}&tag={tag}&step={step}&row={row}&col={col}"]
                     cell = pixels[top:bottom, left:right]
-                    assert np.array_equal(_enlarged(uri, cell.shape), cell)  # the very pixels the callback logged
+                    shown = _cell(tile, row, col - 1, view["columns"] - 1)
+                    assert np.array_equal(_enlarged(shown, cell.shape), cell)  # the very pixels the callback logged
 
 
 def _grid_layout(grid: np.ndarray) -> GridLayout:
@@ -108,13 +119,16 @@ def _grid_layout(grid: np.ndarray) -> GridLayout:
 def test_report_stores_each_input_once(explained_run, report):
     _, text = report
     data = _data(text)
-    inputs = data["inputs"][RUN]
-    assert len(inputs) == RUN_PROBE
-    assert not any(key.endswith("&col=0") for key in data["cells"])  # no input stored per view and epoch
-    grid = read_event_images(explained_run["log_dir"])["explain/gradcam"][-1][1]
-    for row, uri in enumerate(inputs):
+    inputs = {key: index for key, index in data["tiles"].items() if key.endswith("&part=input")}
+    assert len(inputs) == len(METHODS)  # one inputs column per view (the newest epoch's) ...
+    assert len(set(inputs.values())) == 1  # ... stored once: every view shows the same inputs
+    assert len(data["images"]) == len(set(data["images"]))  # no image stored twice
+    step, grid = read_event_images(explained_run["log_dir"])["explain/gradcam"][-1]
+    tile = _tile(data, f"tile?run={RUN}&tag=explain/gradcam&step={step}&part=input")
+    for row in range(RUN_PROBE):
         top, left, bottom, right = _grid_layout(grid).cell_box(row, 0)
-        assert np.array_equal(_enlarged(uri, (bottom - top, right - left)), grid[top:bottom, left:right])
+        shown = _enlarged(_cell(tile, row, 0, 1), (bottom - top, right - left))
+        assert np.array_equal(shown, grid[top:bottom, left:right])
     probe_rows_match(grid, explained_run["probe"], RUN_CELL)
 
 
@@ -124,7 +138,7 @@ def test_report_is_self_contained(report):
     assert "http://" not in bare and "https://" not in bare
     assert "<script src" not in text and "<link" not in text and "<img" not in text  # images come from the data
     data = _data(text)
-    assert all(uri.startswith("data:image/png;base64,") for uri in data["cells"].values())
+    assert all(uri.startswith("data:image/png;base64,") for uri in data["images"])
     assert path.stat().st_size < 3_000_000
 
 
@@ -216,11 +230,11 @@ def test_report_in_the_browser_shows_the_film_strip(report, browser):
     page.on("pageerror", lambda err: errors.append(str(err)))
     page.goto(path.as_uri())
     strip = page.locator(f'.lx-strip[data-run="{RUN}"]')
-    strip.locator("img.lx-cell").first.wait_for()
-    assert strip.locator("tr.lx-row").count() == RUN_PROBE
+    strip.locator("img.lx-tile").first.wait_for()
+    assert strip.locator(".lx-caption").count() == RUN_PROBE
     assert strip.locator("th.lx-epoch").count() == RUN_EPOCHS
-    assert strip.locator("img.lx-cell:not(.lx-in)").count() == RUN_PROBE * RUN_EPOCHS  # Grad-CAM: one map per cell
-    first = strip.locator('img[data-row="0"][data-epoch="0"]')
+    assert strip.locator("img.lx-tile:not(.lx-in)").count() == RUN_EPOCHS  # one column image per epoch
+    first = strip.locator('img.lx-tile[data-epoch="0"]')
     first.evaluate("(el) => el.decode()")
     assert first.evaluate("(el) => [el.complete, el.naturalWidth > 0, el.src.startsWith('data:image/png')]") == [
         True,

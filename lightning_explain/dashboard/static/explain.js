@@ -2,7 +2,7 @@
 // One front-end for two hosts: TensorBoard's Explain tab (index.js, data from the plugin's routes) and the offline
 // HTML report (data inlined in the page). Each host passes an `api` with two functions:
 //   api.get(route, params) -> Promise of the JSON the route answers (runs, run, charts, numbers)
-//   api.cell(params)       -> the URL of one cell PNG (params: run, tag, step, row, col)
+//   api.tile(params)       -> the URL of one film-strip column PNG (params: run, tag, step, part: 'maps' | 'input')
 // and `live` (poll for new epochs). Plain modern JavaScript, no build step, no dependency.
 
 const SVG = 'http://www.w3.org/2000/svg';
@@ -161,6 +161,9 @@ export class Dashboard {
 
   // --------------------------------------------------------------------------------------------- film strip
 
+  // One column per explained epoch, each column one image (a "tile": every probe image's maps at that epoch,
+  // stacked; row r is the r-th band of var(--cell) pixels), loaded when it scrolls into view. The input column and
+  // the captions are on the left; a click on a tile opens the cell under the pointer large.
   strip(run) {
     const view = this.view(run);
     const box = el('section', { class: 'lx-strip', 'data-run': run });
@@ -170,54 +173,68 @@ export class Dashboard {
     const frames = new Map(view.frames);
     const epochs = this.epochs(), alerts = this.alertEpochs(run);
     const last = view.frames[view.frames.length - 1];
+    const span = this.span(view), rows = view.rows;
+    box.style.setProperty('--rows', rows);
+    box.style.setProperty('--span', span);
     const table = el('table', { class: 'lx-table' });
     const head = el('tr', {}, el('th', { class: 'lx-input-head', text: 'input' }));
-    const span = Math.max(1, view.columns - 1);  // maps per cell; every column gets the same width in every run
-    const width = `calc(${span} * (var(--cell) + 5px))`;
     for (const e of epochs) {
-      const th = el('th', { style: `width:${width};min-width:${width};max-width:${width}`, class: 'lx-epoch' + (alerts.has(e) ? ' lx-alert' : '') + (e === this.state.selected ? ' lx-selected' : ''),
+      const th = el('th', { class: 'lx-epoch' + (alerts.has(e) ? ' lx-alert' : '') + (e === this.state.selected ? ' lx-selected' : ''),
         'data-epoch': e, title: alerts.has(e) ? `FocusAlert fired at epoch ${e}` : `epoch ${e}` },
         `epoch ${e}`, alerts.has(e) ? el('span', { class: 'lx-badge', text: 'alert' }) : null);
       th.addEventListener('click', () => this.select(e));
       head.append(th);
     }
     table.append(el('thead', {}, head));
-    const body = el('tbody');
     const captions = this.info[run].captions;
-    for (let r = 0; r < view.rows; r++) {
-      const lastCaption = captions[String(last[0])]?.[r];
-      const input = el('td', { class: 'lx-input' },
-        this.img({ run, tag: view.tag, step: last[1], row: r, col: 0 }, { 'data-row': r, class: 'lx-cell lx-in' }),
-        el('div', { class: 'lx-caption', text: `#${r} ${captionText(lastCaption)}` }));
-      const tr = el('tr', { class: 'lx-row', 'data-row': r }, input);
-      for (const e of epochs) {
-        const td = el('td', { class: 'lx-slot' + (alerts.has(e) ? ' lx-alert' : ''), 'data-epoch': e,
-          style: `width:${width};min-width:${width};max-width:${width}` });
-        const step = frames.get(e);
-        if (step === undefined) {  // not explained at this epoch: keep the column's width, so runs stay aligned
-          for (let c = 1; c < Math.max(2, view.columns); c++) td.append(el('span', { class: 'lx-cell lx-missing', title: `${run}: no epoch ${e}` }));
-        } else {
-          for (let c = 1; c < Math.max(2, view.columns); c++) {
-            const params = { run, tag: view.tag, step, row: r, col: view.columns > 1 ? c : 0 };
-            const img = this.img(params, { class: 'lx-cell', 'data-row': r, 'data-epoch': e, 'data-col': params.col,
-              title: `#${r} epoch ${e}: ${captionText(captions[String(e)]?.[r])}` });
-            img.addEventListener('click', () => this.open(run, r, e));
-            td.append(img);
-          }
-        }
-        tr.append(td);
-      }
-      body.append(tr);
+    const labels = el('div', { class: 'lx-captions' });
+    for (let r = 0; r < rows; r++) {
+      const text = `#${r} ${captionText(captions[String(last[0])]?.[r])}`;
+      labels.append(el('div', { class: 'lx-caption', 'data-row': r, title: text, text }));
     }
-    table.append(body);
+    const input = el('td', { class: 'lx-input' }, el('div', { class: 'lx-stack' },
+      view.columns > 1 ? this.tile({ run, tag: view.tag, step: last[1], part: 'input' }, { class: 'lx-tile lx-in' }) : null,
+      labels));
+    const tr = el('tr', { class: 'lx-body' }, input);
+    for (const e of epochs) {
+      const td = el('td', { class: 'lx-slot' + (alerts.has(e) ? ' lx-alert' : ''), 'data-epoch': e });
+      const step = frames.get(e);
+      if (step === undefined) {  // not explained at this epoch: keep the column's width, so runs stay aligned
+        td.append(el('div', { class: 'lx-tile lx-missing', title: `${run}: no epoch ${e}` }));
+      } else {
+        const img = this.tile({ run, tag: view.tag, step, part: 'maps' }, { class: 'lx-tile', 'data-epoch': e,
+          title: `epoch ${e}: click an image to open it large` });
+        img.addEventListener('click', ev => this.open(run, this.rowAt(img, ev, rows), e));
+        td.append(img);
+      }
+      tr.append(td);
+    }
+    table.append(el('tbody', {}, tr));
     box.append(el('div', { class: 'lx-scroll' }, table));
     return box;
   }
 
-  img(params, attrs) {
-    const img = el('img', { ...attrs, alt: '', 'data-src': this.api.cell(params), decoding: 'async' });
+  // The number of maps each probe image has per epoch (the cells of one tile's row).
+  span(view) { return Math.max(1, view.columns - 1); }
+
+  rowAt(img, ev, rows) {
+    const box = img.getBoundingClientRect();
+    return Math.min(rows - 1, Math.max(0, Math.floor((ev.clientY - box.top) / box.height * rows)));
+  }
+
+  tile(params, attrs) {
+    const img = el('img', { ...attrs, alt: '', 'data-src': this.api.tile(params), decoding: 'async' });
     this.observer.observe(img);
     return img;
+  }
+
+  // One cell of a tile, as an element of `size` pixels (the tile cropped with CSS; no other request).
+  cellView(params, rows, span, row, col, size) {
+    const x = span > 1 ? col / (span - 1) * 100 : 0, y = rows > 1 ? row / (rows - 1) * 100 : 0;
+    const node = el('div', { class: 'lx-cellview', 'data-row': row, 'data-col': col });
+    node.style.cssText = `width:${size}px;height:${size}px;background-image:url("${this.api.tile(params)}");` +
+      `background-size:${span * 100}% ${rows * 100}%;background-position:${x}% ${y}%`;
+    return node;
   }
 
   onVisible(entries) {
@@ -272,26 +289,27 @@ export class Dashboard {
     const i = frames.indexOf(epoch);
     if (i < 0) return;
     const steps = new Map(view.frames);
-    const cells = e => {
+    const span = this.span(view), rows = view.rows;
+    const cells = (e, size) => {
       const out = el('div', { class: 'lx-cells' });
-      for (let c = 1; c < Math.max(2, view.columns); c++) {
-        out.append(el('img', { src: this.api.cell({ run, tag: view.tag, step: steps.get(e), row, col: view.columns > 1 ? c : 0 }), alt: '' }));
-      }
+      const params = { run, tag: view.tag, step: steps.get(e), part: 'maps' };
+      for (let c = 0; c < span; c++) out.append(this.cellView(params, rows, span, row, c, size));
       return out;
     };
     const caption = this.info[run].captions[String(epoch)]?.[row];
     const alerts = this.alertEpochs(run);
     const side = (e, label) => e === undefined ? el('div', { class: 'lx-side lx-none', text: `no ${label} epoch` }) :
-      el('figure', { class: 'lx-side', onclick: () => this.open(run, row, e) }, cells(e), el('figcaption', { text: `${label}: epoch ${e}` }));
+      el('figure', { class: 'lx-side', onclick: () => this.open(run, row, e) }, cells(e, 128), el('figcaption', { text: `${label}: epoch ${e}` }));
+    const input = view.columns > 1 ?
+      this.cellView({ run, tag: view.tag, step: steps.get(epoch), part: 'input' }, rows, 1, row, 0, 256) : null;
+    input?.classList.add('lx-input-big');
     const modal = el('div', { class: 'lx-modal', 'data-run': run, 'data-row': row, 'data-epoch': epoch },
       el('div', { class: 'lx-dialog', role: 'dialog', 'aria-label': `probe image ${row}, epoch ${epoch}` },
         el('button', { class: 'lx-close', text: '×', title: 'close (Esc)', onclick: () => modal.remove() }),
         el('h3', { text: `${run} · ${this.state.method} · probe image #${row} · epoch ${epoch}` + (alerts.has(epoch) ? ' · FocusAlert fired' : '') }),
         el('p', { class: 'lx-big-caption', text: captionText(caption) }),
         el('div', { class: 'lx-trio' }, side(frames[i - 1], 'previous'),
-          el('figure', { class: 'lx-main' },
-            el('img', { class: 'lx-input-big', src: this.api.cell({ run, tag: view.tag, step: steps.get(epoch), row, col: 0 }), alt: 'input' }),
-            cells(epoch)),
+          el('figure', { class: 'lx-main' }, input, cells(epoch, 256)),
           side(frames[i + 1], 'next')),
         el('p', { class: 'lx-note', text: '← → previous / next epoch · Esc closes' })));
     modal.addEventListener('click', e => { if (e.target === modal) modal.remove(); });

@@ -16,7 +16,7 @@ export async function render() {
   document.head.append(link);
   const root = document.createElement('div');
   document.body.append(root);
-  const api = { get: getJson, cell: params => `cell?${new URLSearchParams(params)}` };
+  const api = { get: getJson, tile: params => `tile?${new URLSearchParams(params)}` };
   try {
     window.explainDashboard = await mount(root, api, { live: true });
   } catch (err) {
