@@ -21,10 +21,11 @@ import base64
 import html
 import json
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
-from lightning_explain.dashboard.data import Logdir
+from lightning_explain.dashboard.data import ApiError, Logdir
 from lightning_explain.dashboard.plugin import static_asset
 
 __all__ = ["collect", "dashboard_html"]
@@ -54,6 +55,24 @@ def _uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def _cell(data: Logdir, skipped: set[tuple[str, str, int]], name: str, tag: str, step: int, row: int, col: int) -> str:
+    """One cell as a data URI; ``""`` (shown empty) when its grid is damaged, not a PNG or too large to decode (a
+    warning once per grid)."""
+    try:
+        return _uri(data.cell(name, tag, str(step), str(row), str(col)))
+    except ApiError as err:
+        if err.status != 422:
+            raise
+        if (name, tag, step) not in skipped:
+            skipped.add((name, tag, step))
+            warnings.warn(
+                f"the report leaves out the grid {tag!r} of run {name!r} at step {step}: {err.message}",
+                UserWarning,
+                stacklevel=3,
+            )
+        return ""
+
+
 def collect(
     logdir: str | os.PathLike[str], progress: Callable[[str], None] | None = None, *, require_images: bool = False
 ) -> dict[str, Any]:
@@ -67,6 +86,7 @@ def collect(
     answers: dict[str, Any] = {}
     cells: dict[str, str] = {}
     inputs: dict[str, list[str]] = {}
+    skipped: set[tuple[str, str, int]] = set()
     runs = data.runs()
     answers[_key("runs")] = runs
     for entry in runs["runs"]:
@@ -81,12 +101,12 @@ def collect(
                 answers[_key("numbers", run=name, tag=tag, epoch=epoch)] = data.numbers(name, tag, str(epoch))
                 for row in range(view["rows"]):
                     for col in range(1, columns) if columns > 1 else (0,):
-                        png = data.cell(name, tag, str(step), str(row), str(col))
-                        cells[_key("cell", run=name, tag=tag, step=step, row=row, col=col)] = _uri(png)
+                        uri = _cell(data, skipped, name, tag, step, row, col)
+                        cells[_key("cell", run=name, tag=tag, step=step, row=row, col=col)] = uri
             if columns > 1:  # the input, once per probe image (the largest view has them all)
                 epoch, step = view["frames"][-1]
                 if len(inputs.get(name, [])) < view["rows"]:
-                    inputs[name] = [_uri(data.cell(name, tag, str(step), str(r), "0")) for r in range(view["rows"])]
+                    inputs[name] = [_cell(data, skipped, name, tag, step, r, 0) for r in range(view["rows"])]
             if progress is not None:
                 progress(f"{name}: {tag}")
     if require_images and not any(answers[_key("run", run=entry["name"])]["views"] for entry in runs["runs"]):
@@ -111,7 +131,7 @@ def dashboard_html(
     ``require_images``: raise :class:`FileNotFoundError` when no run holds an explained view (see :func:`collect`).
     """
     data = collect(logdir, progress, require_images=require_images)
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")  # no tag can open or close in it
     script = static_asset("explain.js") + "\n" + _SHIM
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
