@@ -67,7 +67,8 @@ def write_run(folder: Path, pngs: dict[int, bytes] | None = None, tags: tuple[st
         for epoch in range(EPOCHS):
             step = 10 * epoch + 9
             layout = json.dumps({"grids": {}, "epoch": epoch})
-            records.write(Event(step=step, summary=Summary(value=[_text("explain/layout", layout)])).SerializeToString())
+            text = Summary(value=[_text("explain/layout", layout)])
+            records.write(Event(step=step, summary=text).SerializeToString())
             for tag in tags:
                 noise = np.random.default_rng(epoch).integers(0, 256, (48, 48, 3), dtype=np.uint8)
                 png = (pngs or {}).get(epoch) or _png(noise)  # about 7 kB: over CHECK_AT_INDEX_BYTES
@@ -114,7 +115,7 @@ def test_a_small_record_with_a_wrong_checksum_is_skipped_with_a_warning(tmp_path
 
 def test_a_grid_with_a_wrong_checksum_is_a_422_and_left_out_of_the_report(tmp_path):
     path = write_run(tmp_path / "r")
-    start, end, _ = next(s for s in spans(path) if s[2].step == 9 and s[2].summary.value[0].HasField("image"))
+    _, end, _ = next(s for s in spans(path) if s[2].step == 9 and s[2].summary.value[0].HasField("image"))
     _flip(path, end - 10)  # inside epoch 0's PNG (a large record: checked when read to be served)
     logdir = Logdir(tmp_path, rescan_seconds=0)
     assert _epochs(logdir) == [0, 1, 2]
@@ -124,7 +125,7 @@ def test_a_grid_with_a_wrong_checksum_is_a_422_and_left_out_of_the_report(tmp_pa
     assert logdir.cell("r", "explain/gradcam", "19", "0", "0").startswith(b"\x89PNG")
     with pytest.warns(UserWarning, match="leaves out the grid 'explain/gradcam' of run 'r' at step 9"):
         page = write_report(tmp_path, tmp_path / "out" / "report.html", quiet=True).read_text()
-    assert "step=19&row=0&col=0" in page and "step=9&row=0&col=0\":\"\"" in page
+    assert "step=19&row=0&col=0" in page and 'step=9&row=0&col=0":""' in page
 
 
 def test_a_damaged_length_ends_the_file_where_it_is_with_a_warning(tmp_path):
@@ -153,7 +154,7 @@ def test_records_longer_than_the_bound_are_skipped_unread(tmp_path, monkeypatch)
             return super().read(n)
 
     def counting_open(file, mode="r", *args, **kwargs):
-        if "rb" == mode and "tfevents" in str(file):
+        if mode == "rb" and "tfevents" in str(file):
             return Counting(real_open(file, "rb", buffering=0))
         return real_open(file, mode, *args, **kwargs)
 
