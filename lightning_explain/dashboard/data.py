@@ -28,6 +28,7 @@ import re
 import struct
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -95,23 +96,87 @@ class _File:
     size: int = -1
 
 
+#: The longest event record read, in bytes: a longer one is skipped with a warning, so a hostile length never makes
+#: the reader allocate more (a grid of 16 probe images by 8 columns of 128 px is about 1 MB).
+MAX_RECORD_BYTES = 64 * 2**20
+#: Records up to this many bytes (scalars, short texts) have their checksum checked when indexed; longer ones (the
+#: grids) when they are read to be served (:meth:`RunIndex.png`).
+CHECK_AT_INDEX_BYTES = 4096
+#: The most pixels a logged grid may claim in its PNG header for it to be decoded (100 MB as RGB).
+MAX_GRID_PIXELS = 2**25
+#: The longest tag indexed; longer tags, and tags with control characters, are skipped with a warning.
+MAX_TAG_CHARS = 512
+_warned_damage: set[tuple[str, int, str]] = set()
+
+
+def _warn_damage(path: str, offset: int, what: str) -> None:
+    """Warn once per file, byte and kind of damage (a live dashboard re-reads a file's tail when it grows)."""
+    key = (path, offset, what)
+    if key not in _warned_damage and len(_warned_damage) < 10_000:
+        _warned_damage.add(key)
+        warnings.warn(f"event file {path}, byte {offset}: {what}", UserWarning, stacklevel=3)
+
+
+def _masked_crc(data: bytes) -> int:
+    from lightning_explain.output._crc32c import masked_crc32c
+
+    return masked_crc32c(data)
+
+
 def _records(path: str, start: int) -> Iterator[tuple[int, bytes]]:
     """``(payload offset, payload)`` of each complete TFRecord in ``path`` from byte ``start``.
 
-    A record is ``uint64 length, uint32 crc, payload, uint32 crc``; reading stops at the first record that is not
-    complete yet (the file is still being written, or was cut short).
+    A record is ``uint64 length, uint32 masked CRC-32C of the length, payload, uint32 masked CRC-32C of the
+    payload``. Reading stops at the first record that is not complete yet (the file is still being written, or was
+    cut short: a torn last record is left for the next refresh, never an error) and at a length whose checksum is
+    wrong (the framing is lost: the rest of the file is ignored, with a warning). A record longer than
+    :data:`MAX_RECORD_BYTES` and a short record whose payload checksum is wrong (:data:`CHECK_AT_INDEX_BYTES`) are
+    skipped with a warning. One record at a time is in memory.
     """
     with open(path, "rb") as f:
-        f.seek(start)
-        data = f.read()
-    pos = 0
-    while pos + 12 <= len(data):
-        (length,) = struct.unpack_from("<Q", data, pos)
-        end = pos + 12 + length + 4
-        if end > len(data):
-            return
-        yield start + pos + 12, data[pos + 12 : pos + 12 + length]
-        pos = end
+        size = os.fstat(f.fileno()).st_size
+        pos = start
+        f.seek(pos)
+        while pos + 12 <= size:
+            header = f.read(12)
+            if len(header) < 12:
+                return
+            (length,) = struct.unpack_from("<Q", header)
+            (length_crc,) = struct.unpack_from("<I", header, 8)
+            if _masked_crc(header[:8]) != length_crc:
+                _warn_damage(path, pos, "a record's length fails its checksum; the rest of the file is ignored.")
+                return
+            end = pos + 12 + length + 4
+            if end > size:
+                return
+            if length > MAX_RECORD_BYTES:
+                _warn_damage(path, pos, f"a record of {length} bytes (more than {MAX_RECORD_BYTES}) is skipped.")
+                f.seek(end)
+                pos = end
+                continue
+            body = f.read(length + 4)
+            if len(body) < length + 4:
+                return
+            payload = body[:length]
+            if length <= CHECK_AT_INDEX_BYTES and _masked_crc(payload) != struct.unpack_from("<I", body, length)[0]:
+                _warn_damage(path, pos, "a record fails its checksum and is skipped.")
+            else:
+                yield pos + 12, payload
+            pos = end
+
+
+def _tag_ok(tag: str, path: str) -> bool:
+    """Whether a tag is indexed: at most :data:`MAX_TAG_CHARS` characters, no control characters (a warning
+    otherwise). Tags are only names here: none ever becomes part of a path."""
+    if len(tag) <= MAX_TAG_CHARS and not any(ord(ch) < 32 or ord(ch) == 127 for ch in tag):
+        return True
+    _warn_damage(
+        path,
+        0,
+        f"the tag {tag[:60]!r}{'...' if len(tag) > 60 else ''} ({len(tag)} characters) is skipped: "
+        f"tags must have at most {MAX_TAG_CHARS} characters and no control characters.",
+    )
+    return False
 
 
 @dataclass
@@ -165,6 +230,8 @@ class RunIndex:
             return
         step = int(event.step)
         for value in event.summary.value:
+            if not _tag_ok(value.tag, path):
+                continue
             kind = value.WhichOneof("value")
             if kind == "image":
                 self.images.setdefault(value.tag, {})[step] = _Where(path, offset, len(payload))
@@ -288,7 +355,10 @@ class RunIndex:
 
         with open(where.path, "rb") as f:
             f.seek(where.offset)
-            payload = f.read(where.length)
+            body = f.read(where.length + 4)
+        payload = body[: where.length]
+        if len(body) < where.length + 4 or _masked_crc(payload) != struct.unpack_from("<I", body, where.length)[0]:
+            raise ApiError(422, f"the image {tag!r} is damaged in {where.path} (its record fails its checksum).")
         for value in Event.FromString(payload).summary.value:
             if value.tag == tag and value.WhichOneof("value") == "image":
                 return bytes(value.image.encoded_image_string)
@@ -339,11 +409,28 @@ def encode_png(pixels: np.ndarray, compress_level: int = 6) -> bytes:
     return out.getvalue()
 
 
+def _png_size(data: bytes) -> tuple[int, int]:
+    """``(width, height)`` from a PNG's header, without decoding; :class:`ApiError` (422) when it is no PNG."""
+    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        raise ApiError(422, "a logged image is not a PNG (its header is not a PNG's).")
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)
+
+
 def decode_png(data: bytes) -> np.ndarray:
-    """A PNG as a ``uint8`` ``H x W x 3`` array."""
+    """A PNG as a ``uint8`` ``H x W x 3`` array; :class:`ApiError` (422) when it is no PNG, is damaged, or claims
+    more than :data:`MAX_GRID_PIXELS` pixels in its header (checked before decoding: no decompression bomb)."""
     from PIL import Image
 
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    width, height = _png_size(data)
+    if width * height > MAX_GRID_PIXELS:
+        raise ApiError(
+            422, f"a logged image claims {width} x {height} pixels, more than {MAX_GRID_PIXELS}: it is not decoded."
+        )
+    try:
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ApiError(422, f"a logged image cannot be decoded ({type(err).__name__}: {err}).") from err
 
 
 def _finite(value: float) -> float | None:

@@ -22,10 +22,11 @@ import base64
 import html
 import json
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
-from lightning_explain.dashboard.data import Logdir
+from lightning_explain.dashboard.data import ApiError, Logdir
 from lightning_explain.dashboard.plugin import static_asset
 
 __all__ = ["collect", "dashboard_html"]
@@ -55,6 +56,24 @@ def _uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def _tile(data: Logdir, skipped: set[tuple[str, str, int]], name: str, tag: str, step: int, part: str) -> bytes | None:
+    """One film-strip column's PNG; None (shown empty) when its grid is damaged, not a PNG or too large to decode (a
+    warning once per grid)."""
+    try:
+        return data.tile(name, tag, str(step), part)
+    except ApiError as err:
+        if err.status != 422:
+            raise
+        if (name, tag, step) not in skipped:
+            skipped.add((name, tag, step))
+            warnings.warn(
+                f"the report leaves out the grid {tag!r} of run {name!r} at step {step}: {err.message}",
+                UserWarning,
+                stacklevel=3,
+            )
+        return None
+
+
 def collect(
     logdir: str | os.PathLike[str], progress: Callable[[str], None] | None = None, *, require_images: bool = False
 ) -> dict[str, Any]:
@@ -68,9 +87,11 @@ def collect(
     answers: dict[str, Any] = {}
     tiles: dict[str, int] = {}
     images: dict[str, int] = {}  # data URI -> its index: an image shown in several places is stored once
+    skipped: set[tuple[str, str, int]] = set()
 
-    def store(key: str, png: bytes) -> None:
-        tiles[key] = images.setdefault(_uri(png), len(images))
+    def store(key: str, png: bytes | None) -> None:
+        if png is not None:
+            tiles[key] = images.setdefault(_uri(png), len(images))
 
     runs = data.runs()
     answers[_key("runs")] = runs
@@ -83,11 +104,15 @@ def collect(
             answers[_key("charts", run=name, tag=tag)] = data.charts(name, tag)
             for epoch, step in view["frames"]:
                 answers[_key("numbers", run=name, tag=tag, epoch=epoch)] = data.numbers(name, tag, str(epoch))
-                store(_key("tile", run=name, tag=tag, step=step, part="maps"), data.tile(name, tag, str(step), "maps"))
+                store(
+                    _key("tile", run=name, tag=tag, step=step, part="maps"),
+                    _tile(data, skipped, name, tag, step, "maps"),
+                )
             if view["columns"] > 1:  # the inputs column (the same image in every view of a run: stored once)
                 step = view["frames"][-1][1]
                 store(
-                    _key("tile", run=name, tag=tag, step=step, part="input"), data.tile(name, tag, str(step), "input")
+                    _key("tile", run=name, tag=tag, step=step, part="input"),
+                    _tile(data, skipped, name, tag, step, "input"),
                 )
             if progress is not None:
                 progress(f"{name}: {tag}")
@@ -113,7 +138,7 @@ def dashboard_html(
     ``require_images``: raise :class:`FileNotFoundError` when no run holds an explained view (see :func:`collect`).
     """
     data = collect(logdir, progress, require_images=require_images)
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")  # no tag can open or close in it
     script = static_asset("explain.js") + "\n" + _SHIM
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

@@ -24,6 +24,10 @@ stops on an exception or ``KeyboardInterrupt`` (before Lightning closes the logg
 their own writers, and no thread outlives a run. Its queue is bounded (a full queue makes the caller wait: nothing
 is dropped). Loggers with ``log_image`` (W&B) and MLflow are written on the calling thread: they order their records
 by step, and a late image would be refused.
+
+A disk that fills up or a log dir that becomes unwritable mid-run stops no training: the TensorBoard event file is
+guarded (:mod:`lightning_explain.output.disk`), PNG files that cannot be written are skipped; the sink warns once
+with the cause, and writing resumes at the first later epoch the disk takes it.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from torch import Tensor
 
 from lightning_explain.output._crc32c import speed_up_tensorboard
 from lightning_explain.output.charts import CHARTS
+from lightning_explain.output.disk import EventFileGuard, describe_os_error, guard_event_file
 
 __all__ = [
     "FAST_CRC_ENV",
@@ -278,6 +283,9 @@ class ImageSink:
         #: The background writer of the current run (kept after :meth:`close` for its ``seconds``); None before.
         self.writer: BackgroundWriter | None = None
         self._open = False
+        self._guards: list[EventFileGuard] = []
+        self._file_error: OSError | None = None  # the first PNG file that could not be written (set by the thread)
+        self._warned_disk = False
 
     def open(self) -> None:
         """Start a background writer for a run (a view's ``setup``). Nothing with ``background=False``."""
@@ -322,6 +330,7 @@ class ImageSink:
         default_root_dir: str,
     ) -> list[Path]:
         """Write ``images`` (tag -> ``uint8`` ``[3, H, W]``); return the PNG paths (written once flushed), if any."""
+        self._report_disk()
         loggers = list(loggers)
         images = {tag: image.detach().cpu() for tag, image in images.items()}
         now: list[Callable[[], None]] = []
@@ -331,9 +340,14 @@ class ImageSink:
             if write is None:
                 continue
             tensorboard = _tensorboard_writer(logger)
-            if tensorboard is not None and tensorboard not in self._tensorboards:
-                self._tensorboards.append(tensorboard)
-            job = _job(write, images, step)
+            guard = None
+            if tensorboard is not None:
+                if tensorboard not in self._tensorboards:
+                    self._tensorboards.append(tensorboard)
+                guard = guard_event_file(tensorboard)
+                if guard is not None and guard not in self._guards:
+                    self._guards.append(guard)
+            job = _job(write, images, step, guard)
             (later if tensorboard is not None else now).append(job)
         paths: list[Path] = []
         if not now and not later:
@@ -347,7 +361,7 @@ class ImageSink:
                     stacklevel=2,
                 )
             paths = image_paths(folder, images, step=step, epoch=epoch)
-            later.append(lambda: _write_files(folder, images, step, epoch))
+            later.append(lambda: self._write_files(folder, images, step, epoch))
         for job in now:
             job()
         for job in later:
@@ -366,23 +380,59 @@ class ImageSink:
             for writer in self._tensorboards:
                 if callable(getattr(writer, "flush", None)):
                     writer.flush()
+            self._report_disk()
+
+    def _write_files(self, folder: Path, images: Mapping[str, Tensor], step: int, epoch: int) -> None:
+        try:
+            write_images(folder, images, step=step, epoch=epoch)
+        except OSError as err:  # disk full, folder unwritable: skipped; reported once on the caller's thread
+            if self._file_error is None:
+                self._file_error = err
+
+    def _report_disk(self) -> None:
+        """Warn once (on the calling thread) about the first write the disk refused, with its cause."""
+        for guard in self._guards:
+            err = guard.take_report()
+            if err is not None:
+                self._warn_disk(err, f"the TensorBoard event file {guard.path or '(unknown)'}", scalars=True)
+        if self._file_error is not None:
+            self._warn_disk(self._file_error, "the PNG files", scalars=False)
+
+    def _warn_disk(self, err: OSError, where: str, *, scalars: bool) -> None:
+        if self._warned_disk:
+            return
+        self._warned_disk = True
+        dropped = " (TensorBoard's other records, Lightning's scalars among them, too)" if scalars else ""
+        warnings.warn(
+            f"the explanation images could not be written to {where}: {describe_os_error(err)}. Images are skipped "
+            f"while the disk refuses them{dropped}; training goes on, and writing resumes at the first epoch the disk "
+            "takes them again. Free space on the disk, or make the log dir writable. This warning is shown once.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
-def _job(write: ImageWriter, images: Mapping[str, Tensor], step: int) -> Callable[[], None]:
+def _job(
+    write: ImageWriter, images: Mapping[str, Tensor], step: int, guard: EventFileGuard | None = None
+) -> Callable[[], None]:
     def run() -> None:
+        if guard is not None and not guard.retry():  # the disk still refuses the event file: skip this epoch
+            return
         for tag, image in images.items():
             write(tag, image, step)
 
     return run
 
 
-def _write_files(folder: Path, images: Mapping[str, Tensor], step: int, epoch: int) -> None:
-    write_images(folder, images, step=step, epoch=epoch)
-
-
 def image_paths(folder: Path, images: Mapping[str, Tensor], *, step: int, epoch: int) -> list[Path]:
-    """Where :func:`write_images` puts each image."""
-    return [folder.joinpath(*tag.split("/")) / f"epoch={epoch:04d}-step={step:07d}.png" for tag in images]
+    """Where :func:`write_images` puts each image: always under ``folder`` (a tag's empty, ``.`` and ``..`` parts
+    are left out, control characters become ``_``)."""
+    return [folder.joinpath(*_safe_parts(tag)) / f"epoch={epoch:04d}-step={step:07d}.png" for tag in images]
+
+
+def _safe_parts(tag: str) -> list[str]:
+    clean = "".join("_" if ord(ch) < 32 or ch in "\\\x7f" else ch for ch in tag)
+    return [part for part in clean.split("/") if part not in ("", ".", "..")] or ["_"]
 
 
 def write_images(folder: Path, images: Mapping[str, Tensor], *, step: int, epoch: int) -> list[Path]:
