@@ -125,7 +125,8 @@ def test_a_grid_with_a_wrong_checksum_is_a_422_and_left_out_of_the_report(tmp_pa
     assert logdir.cell("r", "explain/gradcam", "19", "0", "0").startswith(b"\x89PNG")
     with pytest.warns(UserWarning, match="leaves out the grid 'explain/gradcam' of run 'r' at step 9"):
         page = write_report(tmp_path, tmp_path / "out" / "report.html", quiet=True).read_text()
-    assert "step=19&row=0&col=0" in page and 'step=9&row=0&col=0":""' in page
+    assert "tile?run=r&tag=explain/gradcam&step=19&part=maps" in page  # epoch 1's column is in the page ...
+    assert "tile?run=r&tag=explain/gradcam&step=9&part=maps" not in page  # ... epoch 0's is left out (shown empty)
 
 
 def test_a_damaged_length_ends_the_file_where_it_is_with_a_warning(tmp_path):

@@ -91,7 +91,7 @@ def test_a_killed_runs_event_file_is_read_by_every_reader(killed, tmp_path):
     assert _accumulator_steps(folder, "explain/gradcam") == logged
     assert _dashboard_steps(killed["root"], "killed/v0", "explain/gradcam") == logged
     page = write_report(killed["root"], tmp_path / "report.html", quiet=True).read_text()
-    assert all(f"tag=explain/gradcam&step={step}&row=0&col=1" in page for step in logged)
+    assert all(f"tile?run=killed/v0&tag=explain/gradcam&step={step}&part=maps" in page for step in logged)
 
 
 def test_an_event_file_cut_anywhere_serves_its_complete_records(killed, tmp_path):
