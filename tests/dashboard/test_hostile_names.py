@@ -126,12 +126,27 @@ def test_the_report_shows_hostile_class_names_as_text(hostile_run, page):
     assert page.evaluate("() => Array.from(document.scripts).map(s => s.type)") == ["application/json", "module"]
 
 
-def test_the_explain_tab_shows_hostile_class_names_as_text(hostile_run, page):
-    server = Server(hostile_run["tb"])
-    try:
-        page.goto(f"{server.url}/#lightning_explain")
-        frame = page.frame_locator("iframe")
-        frame.locator("select.lx-run").select_option(RUN)
-        _assert_names_shown_as_text(frame, page, hostile_run["labels"])
-    finally:
-        server.close()
+@pytest.fixture(scope="module")
+def server(hostile_run: dict[str, Any]) -> Any:
+    tensorboard = Server(hostile_run["tb"])
+    yield tensorboard
+    tensorboard.close()
+
+
+def test_the_explain_tab_shows_hostile_class_names_as_text(hostile_run, page, server):
+    page.goto(f"{server.url}/#lightning_explain")
+    frame = page.frame_locator("iframe")
+    frame.locator("select.lx-run").select_option(RUN)
+    _assert_names_shown_as_text(frame, page, hostile_run["labels"])
+
+
+def test_tensorboards_text_tab_shows_the_layout_with_hostile_names_inert(page, server):
+    """The layouts (with the captions' class names) are also TensorBoard text summaries, which TensorBoard's own Text
+    tab renders as sanitised Markdown: no handler survives, no script is made, no dialog opens."""
+    page.goto("about:blank")
+    page.goto(f"{server.url}/#text")
+    # The layout's text is on screen (the <script> payload as text; the <img> one became a broken, inert image).
+    page.get_by_text("alert('lx-xss-2')", exact=False).first.wait_for()
+    assert page.locator("[onerror]").count() == 0  # playwright's CSS engine also looks inside shadow roots
+    assert page.locator("script", has_text="lx-xss").count() == 0
+    assert page.dialogs == [], page.dialogs
