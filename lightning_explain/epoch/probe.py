@@ -388,7 +388,11 @@ def describe_classes(
     def name(c: int) -> str:
         return class_names[c] if class_names is not None and 0 <= c < len(class_names) else str(c)
 
-    line = f"{labels.numel()} images: " + ", ".join(f"{name(c)} x{n}" for c, n in enumerate(counts) if n)
+    def shown(c: int) -> str:  # one console line: a name with a line break or an escape code is quoted
+        text = name(c)
+        return text if text and text.isprintable() else repr(text)
+
+    line = f"{labels.numel()} images: " + ", ".join(f"{shown(c)} x{n}" for c, n in enumerate(counts) if n)
     universe = sorted(set(known)) if known is not None else list(range(len(class_names or [])))
     missing = [name(c) for c in universe if c >= len(counts) or counts[c] == 0]
     return line, (f"no probe image of class {missing}" if missing else None)

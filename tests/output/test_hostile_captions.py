@@ -43,3 +43,12 @@ def test_line_breaks_and_control_characters_are_drawn_as_spaces():
 
 def test_an_empty_class_name_still_draws_the_rest_of_the_caption():
     assert (_grid("")[2 : 2 + CAPTION_HEIGHT] < 100).any()
+
+
+def test_the_console_line_about_the_probe_quotes_names_with_line_breaks_or_escape_codes():
+    from lightning_explain.epoch.probe import describe_classes
+
+    line, missing = describe_classes(torch.tensor([0, 1, 2, 2]), ["two\nlines", "\x1b[2Jclear", "", "ok"])
+    assert line == "4 images: 'two\\nlines' x1, '\\x1b[2Jclear' x1, '' x2"
+    assert "\n" not in line and "\x1b" not in line
+    assert missing == "no probe image of class ['ok']"
