@@ -97,14 +97,17 @@ def _assert_names_shown_as_text(root: Any, page: Any, labels: list[int]) -> None
     """The strip's row captions (and the large view's) spell each probe image's true class name, character for
     character; nothing was injected and no dialog opened."""
     strip = root.locator(f'.lx-strip[data-run="{RUN}"]')
-    strip.locator("img.lx-cell").first.wait_for()
+    strip.locator(".lx-caption").first.wait_for()  # the page parsed its data and drew the strip
     captions = strip.locator(".lx-caption").all_text_contents()
     assert len(captions) == len(labels)
     for row, (caption, label) in enumerate(zip(captions, labels, strict=True)):
         assert caption.startswith(f"#{row} true {NAMES[label]} · predicted "), (row, caption)
     assert root.locator(":root").evaluate(INJECTED_JS) == [0, 0]
     # The large view shows the same caption as text.
-    strip.locator('img.lx-cell[data-row="0"]:not(.lx-in)').first.click()
+    # Row 0's map at the first epoch: a cell of its own, or the top-left corner of the epoch's stacked tile.
+    strip.locator('img.lx-cell[data-row="0"]:not(.lx-in), img.lx-tile[data-epoch]').first.click(
+        position={"x": 2, "y": 2}
+    )
     big = root.locator(".lx-big-caption").text_content()
     assert big.startswith(f"true {NAMES[labels[0]]} · predicted "), big
     page.keyboard.press("Escape")
