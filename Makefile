@@ -8,7 +8,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 DEMO_ARGS ?=
 
-.PHONY: demo test lint bench install-dev browser docs docs-serve tensorboard pictures dist mutation bench-shortcut bench-dashboard bench-scaling
+.PHONY: demo test lint bench install-dev browser docs docs-serve tensorboard pictures dist mutation bench-shortcut bench-dashboard bench-scaling bench-long-run
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -89,3 +89,9 @@ bench-dashboard: $(DEV_STAMP) browser
 BENCH_SCALING_ARGS ?= --quick
 bench-scaling: $(DEV_STAMP)
 	$(PY) benchmarks/bench_scaling.py $(BENCH_SCALING_ARGS) --markdown
+
+# 1,000 validation epochs of a tiny model with ExplainCallback() and FocusAlert: resident memory, open files,
+# threads and event-file bytes per epoch (docs/guides/reliability.md, "Long runs"; ~5-10 min on 2 CPU cores).
+BENCH_LONG_RUN_ARGS ?=
+bench-long-run: $(DEV_STAMP)
+	$(PY) benchmarks/bench_long_run.py $(BENCH_LONG_RUN_ARGS) --markdown

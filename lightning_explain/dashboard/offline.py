@@ -138,7 +138,9 @@ def dashboard_html(
     ``require_images``: raise :class:`FileNotFoundError` when no run holds an explained view (see :func:`collect`).
     """
     data = collect(logdir, progress, require_images=require_images)
-    payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")  # no tag can open or close in it
+    # Every "<" as \u003c (still the same JSON): class names such as "<!--<script>" or "</script>" cannot end the
+    # data's <script> element early nor make the parser swallow the front-end's script after it.
+    payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
     script = static_asset("explain.js") + "\n" + _SHIM
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

@@ -179,6 +179,22 @@ def unpack_batch(
     return images, _as_labels(labels, int(images.shape[0])) if images.ndim > 0 else None
 
 
+def _check_like_first(images: Tensor, first: Tensor | None) -> None:
+    """Raise ValueError when a batch's ``images`` have no batch dimension, or another shape than the first batch's
+    (the probe is one tensor: its batches are joined along the first dimension)."""
+    if images.ndim == 0:
+        raise ValueError(
+            "the validation batches' images are a 0-dim tensor (a single number), not a batch [B, C, H, W]. Pass "
+            "unpack_batch=<callable returning (images, labels or None)> if the images are elsewhere in the batch."
+        )
+    if first is not None and images.shape[1:] != first.shape[1:]:
+        raise ValueError(
+            f"the validation batches hold images of different shapes: {list(first.shape)} in the first batch, "
+            f"{list(images.shape)} later; the probe joins its images into one tensor. Pass num_probe <= "
+            f"{first.shape[0]} (the first batch's size), or probe=<a [N, C, H, W] tensor> (or probe_indices=[...])."
+        )
+
+
 def _dict_keys(batch: Any, label_key: str, unpacker: BatchUnpacker | None) -> tuple[str, ...] | None:
     """The keys of a dict ``batch``; warns when it has no ``label_key`` (the probe then has no labels)."""
     if not isinstance(batch, Mapping):
@@ -286,6 +302,7 @@ def probe_from_dataloader(
     with preserve_rng():
         for batch in loader:
             x, y = unpack_batch(batch, input_key=input_key, label_key=label_key, unpacker=unpacker)
+            _check_like_first(x, images[0] if images else None)
             if not images:
                 keys = _dict_keys(batch, label_key, unpacker)
             images.append(x)
@@ -371,7 +388,11 @@ def describe_classes(
     def name(c: int) -> str:
         return class_names[c] if class_names is not None and 0 <= c < len(class_names) else str(c)
 
-    line = f"{labels.numel()} images: " + ", ".join(f"{name(c)} x{n}" for c, n in enumerate(counts) if n)
+    def shown(c: int) -> str:  # one console line: a name with a line break or an escape code is quoted
+        text = name(c)
+        return text if text and text.isprintable() else repr(text)
+
+    line = f"{labels.numel()} images: " + ", ".join(f"{shown(c)} x{n}" for c, n in enumerate(counts) if n)
     universe = sorted(set(known)) if known is not None else list(range(len(class_names or [])))
     missing = [name(c) for c in universe if c >= len(counts) or counts[c] == 0]
     return line, (f"no probe image of class {missing}" if missing else None)

@@ -16,6 +16,7 @@ Pure tensor functions at the layer's resolution; upsampling and normalisation ha
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -90,17 +91,21 @@ def eigen_projection(activations: Tensor) -> Tensor:
 
     The sign of a principal direction is arbitrary; it is chosen so that the projection correlates
     positively with the channel-mean activation map (the map then highlights what the layer responds to).
-    EigenCAM is ``ReLU`` of this.
+    EigenCAM is ``ReLU`` of this. An image whose activations hold NaN or inf gets a NaN map (as the gradient CAMs
+    give it; the SVD of such values does not converge).
     """
     batch, _, height, width = activations.shape
-    flat = torch.nan_to_num(activations.float()).flatten(2).transpose(1, 2)  # [B, hw, K]
+    flat = activations.float().flatten(2).transpose(1, 2)  # [B, hw, K]
+    finite = torch.isfinite(flat).flatten(1).all(dim=1)  # [B]
+    flat = torch.where(finite[:, None, None], flat, torch.zeros_like(flat))
     centred = flat - flat.mean(dim=1, keepdim=True)
     _, _, vh = torch.linalg.svd(centred, full_matrices=False)
     projection = torch.einsum("bnk,bk->bn", centred, vh[:, 0, :])
     mean_map = flat.mean(dim=2)
     agreement = ((projection - projection.mean(1, keepdim=True)) * (mean_map - mean_map.mean(1, keepdim=True))).sum(1)
     sign = torch.where(agreement < 0, -1.0, 1.0).to(projection.dtype)
-    return (projection * sign[:, None]).view(batch, height, width)
+    projection = torch.where(finite[:, None], projection * sign[:, None], torch.full_like(projection, math.nan))
+    return projection.view(batch, height, width)
 
 
 def _gradient_cam(method: str) -> Callable[[MethodContext], Tensor]:

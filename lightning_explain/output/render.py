@@ -7,6 +7,7 @@ captions are drawn there with Pillow.
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -245,6 +246,12 @@ def _ink_height(line: str, size: int) -> int:
     return int(bottom - top)
 
 
+def _one_line(text: str) -> str:
+    """``text`` with line breaks, tabs and other control characters as spaces: a caption is one line of text in its
+    band, whatever a dataset's class names hold (Pillow cannot measure text with a line break in it)."""
+    return "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)
+
+
 def _draw_captions(image: Tensor, captions: Sequence[Sequence[str]], row_h: int, cell_w: int) -> Tensor:
     """Write each caption into its cell's band, shrunk, wrapped or abbreviated so that it stays in the cell."""
     from PIL import Image, ImageDraw
@@ -252,7 +259,7 @@ def _draw_captions(image: Tensor, captions: Sequence[Sequence[str]], row_h: int,
     pil = Image.fromarray(image.permute(1, 2, 0).numpy())
     draw = ImageDraw.Draw(pil)
     for r, row in enumerate(captions):
-        for c, text in enumerate(row):
+        for c, text in enumerate(map(_one_line, row)):
             if not text:
                 continue
             x, top = _PAD + c * (cell_w + _PAD) + 1, _PAD + r * row_h
