@@ -22,6 +22,7 @@ from lightning_explain.callbacks._view import ViewCallback, layer_name
 from lightning_explain.capture import preserve_model_state
 from lightning_explain.dashboard.summary import layout_extras
 from lightning_explain.epoch.checks import check_explain_arguments, check_int, check_positive_int, check_probe_masks
+from lightning_explain.epoch.distributed import all_gather_objects
 from lightning_explain.epoch.faithfulness_schedule import Faithfulness
 from lightning_explain.epoch.grids import layout_json, render_probe, row_captions, view_grid, view_maps, views
 from lightning_explain.epoch.history import MapMetrics, summarize
@@ -313,6 +314,9 @@ class ExplainCallback(ViewCallback):
         """Read the probe once and check, with a two-image pass, that the model can be explained."""
         if self._probe is None:
             self._probe = self._read_probe(trainer)
+        if self._joined and self._memory is not None:  # every rank splits the probe alike (an OOM retry halves one's)
+            chunks = [c for c in all_gather_objects(trainer.strategy, self._memory.chunk) if c is not None]
+            self._memory.chunk = min(chunks) if chunks else None
         if self._checked:
             return
         images = check_inputs(self._probe.images, integer_ok=True)

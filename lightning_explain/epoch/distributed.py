@@ -28,6 +28,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from lightning_explain.epoch.joined import status_point
+
 T = TypeVar("T")
 
 __all__ = [
@@ -156,6 +158,7 @@ def all_gather_objects(strategy: Any, obj: T) -> list[T]:
     """
     if not _distributed(strategy):
         return [obj]
+    status_point()  # inside a joined pass: every rank is still in step
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
@@ -212,4 +215,6 @@ def full_tensor(tensor: Tensor) -> Tensor:
     collective: call it on every rank), any other tensor is returned as it is."""
     with torch.no_grad():
         gather = getattr(tensor, "full_tensor", None)
+        if callable(gather):
+            status_point()  # inside a joined pass: every rank is still in step
         return (gather() if callable(gather) else tensor).detach()
