@@ -47,6 +47,7 @@ from lightning_explain.epoch.probe import (
     probe_from_dataloader,
     probe_from_dataset,
 )
+from lightning_explain.epoch.restore import StateProblem, probe_state, state_message
 from lightning_explain.functional.context import check_inputs
 from lightning_explain.functional.progress import reporting
 from lightning_explain.functional.targets import OutputTransform
@@ -149,6 +150,8 @@ class ViewCallback(Callback):
         self._sharded: str | None = None
         #: Set in ``setup`` under FSDP2 (``ModelParallelStrategy``) with several ranks: every rank joins each pass.
         self._joined = False
+        #: The probe before ``load_state_dict`` replaced it (None: none yet); False when nothing was restored.
+        self._unrestored_probe: Probe | bool | None = False
         #: True while a joined pass runs (:meth:`_run_joined`): a failure inside it fails the whole view on every rank.
         self._in_joined = False
 
@@ -166,9 +169,9 @@ class ViewCallback(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._joined:
-            together(trainer.strategy, lambda: self._start(trainer, pl_module), type(self).__name__)
+            together(trainer.strategy, lambda: self._start_restored(trainer, pl_module), type(self).__name__)
         elif self._sharded is None:
-            start_together(trainer, lambda: self._start(trainer, pl_module), type(self).__name__)
+            start_together(trainer, lambda: self._start_restored(trainer, pl_module), type(self).__name__)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self._sharded is not None:
@@ -262,10 +265,43 @@ class ViewCallback(Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        images = state_dict.get("probe_images")
-        if isinstance(images, Tensor):
-            masks = {k: v.cpu() for k, v in dict(state_dict.get("probe_masks") or {}).items()}
-            self._probe = Probe(images.cpu(), state_dict.get("probe_labels"), masks)
+        """Restore the probe; a malformed state warns and leaves a fresh probe to be taken (``strict=True``: raises a
+        ``ValueError`` naming the problem, before training goes on). Missing keys take their defaults."""
+        try:
+            probe = probe_state(state_dict)
+        except StateProblem as err:
+            self._bad_state(err, "with a fresh probe")
+            return
+        if probe is not None:
+            self._unrestored_probe, self._probe = self._probe, probe
+
+    def _bad_state(self, problem: Exception, fresh: str) -> None:
+        message = state_message(type(self).__name__, problem, strict=self.strict, fresh=fresh)
+        if self.strict:
+            raise ValueError(message) from problem
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+    def _start_restored(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """``_start``; when it fails on a probe restored from a checkpoint (one the model no longer takes: another
+        image size or channel count), warn and start again with a fresh probe (``strict=True``: a clear error)."""
+        if self._unrestored_probe is False:
+            self._start(trainer, pl_module)
+            return
+        try:
+            self._start(trainer, pl_module)
+        except Exception as err:
+            shape = tuple(self._probe.images.shape) if self._probe is not None else None
+            problem = StateProblem(f"the model cannot take its probe {shape}: {type(err).__name__}: {err}")
+            self._bad_state(problem, "with a fresh probe")
+            self._forget_restored()
+            self._start(trainer, pl_module)
+        finally:
+            self._unrestored_probe = False
+
+    def _forget_restored(self) -> None:
+        """Drop what was restored with the probe: back to the probe given to ``__init__`` (or none: read afresh)."""
+        probe = self._unrestored_probe
+        self._probe = probe if isinstance(probe, Probe) else None
 
     # ----------------------------------------------------------------------------------------- helpers
 
