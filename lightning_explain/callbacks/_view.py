@@ -213,7 +213,7 @@ class ViewCallback(Callback):
         finally:
             self._sink, self._in_joined = sink, False
         if failure is None:
-            deferred.replay(sink)
+            self._guard("logging the images", trainer.current_epoch, deferred.replay, sink)
             return
         self._scalars = {}
         owner, epoch = type(self).__name__, trainer.current_epoch
