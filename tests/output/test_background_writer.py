@@ -457,4 +457,4 @@ def test_ctrl_c_inside_a_probe_pass_restores_the_model_first_and_keeps_the_image
         assert view.after[part] == trap.before[part], part  # restored before the interrupt propagated
     assert trap.in_flight > 0  # epoch 0's images were still waiting to be written when Ctrl+C came
     assert _steps(tmp_path) == {tag: [2] for tag in ("explain/gradcam", "explain/saliency", "explain/activations")}
-    assert _image_threads() == []  # Lightning's on_exception closed the writer
+    assert not _writer(t).alive()  # Lightning's on_exception closed this run's writer
