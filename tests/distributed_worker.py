@@ -9,6 +9,10 @@ script for rank 1, which is why it is a script: under pytest it would re-run pyt
 ``ddp_monitor`` (3 epochs at most, ``min_epochs=2``) has ``EarlyStopping`` and ``ModelCheckpoint`` monitor a focus
 number of ``ExplainCallback`` on every rank, and writes what each rank saw to ``OUT/monitor<r>.json``.
 
+``fsdp2`` also fits a third time with two views that fail on rank 1 only at epoch 0 (``fsdp2_fault``: one in the
+probe forward, one in the ``autograd.grad`` backward) and writes ``OUT/fault/``; ``fsdp2_strict`` is the forward
+fault under ``strict=True`` (the fit stops on every rank).
+
 ``ddp`` adds ``ErrorAttribution`` and records each rank's own most-confused candidates next to rank zero's gathered
 ones. ``fsdp2`` (FSDP2 ``fully_shard`` through ``ModelParallelStrategy``) runs every view between two ``Guard``
 callbacks that check, on every rank, that each pass left parameter gradients, optimizer state, every module's hooks,
@@ -23,6 +27,7 @@ import json
 import random
 import sys
 import time
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -131,6 +136,66 @@ class Mark(Callback):
             }
             (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
         self.counter.close()
+
+
+#: The epoch at which the ``fsdp2_fault`` run's views fail on rank 1 only.
+FAULT_EPOCH = 0
+
+
+class Fault(Callback):
+    """Placed before a view: at :data:`FAULT_EPOCH`, on global rank 1 only, arms a fault in the view's first probe
+    pass; ``disarm()`` (a callback placed after the view) removes it. ``where="forward"``: the head's Linear raises
+    an out-of-memory error in its forward (after FSDP2 gathered the head); ``"backward"``: the gradient of its input
+    raises during ``autograd.grad`` (inside the head's backward, after FSDP2 gathered the head again). The time of
+    the raise goes to ``record[f"fault_{where}"]``."""
+
+    def __init__(self, where: str, record: dict[str, Any]) -> None:
+        self.where, self.record, self.handle = where, record, None
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.current_epoch != FAULT_EPOCH or trainer.global_rank != 1:
+            return
+        layer = pl_module.head[3]
+        if self.where == "forward":
+            self.handle = layer.register_forward_pre_hook(lambda *_: self._raise())
+        else:
+            self.handle = layer.register_forward_pre_hook(lambda _m, args: self._on_input(args[0]))
+
+    def _on_input(self, x: Tensor) -> None:
+        if x.requires_grad:
+            x.register_hook(lambda _grad: self._raise())
+
+    def _raise(self) -> None:
+        self.record[f"fault_{self.where}"] = time.time()
+        raise torch.OutOfMemoryError(f"injected out of memory in the probe {self.where} on rank 1")
+
+    def disarm(self, view: ExplainCallback) -> Callback:
+        fault = self
+
+        class Disarm(Callback):
+            def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+                if fault.handle is not None:
+                    fault.handle.remove()
+                    fault.handle = None
+                if not trainer.sanity_checking:  # when this rank went past the view, and the view's chunk size
+                    fault.record.setdefault(f"done_{fault.where}", []).append(time.time())
+                    chunk = view._memory.chunk if view._memory is not None else None
+                    fault.record.setdefault(f"chunk_{fault.where}", []).append(chunk)
+
+        return Disarm()
+
+
+def FAULT_VIEWS(record: dict[str, Any]) -> list[Callback]:
+    """Two views, each between its :class:`Fault` and the fault's ``disarm``: a forward fault in ExplainCallback's pass
+    and a backward fault in a saliency-only ExplainCallback's pass, both on rank 1 at :data:`FAULT_EPOCH`."""
+    views: list[Callback] = []
+    for where, view in (
+        ("forward", ExplainCallback(num_probe=4)),
+        ("backward", ExplainCallback(num_probe=4, methods=("saliency",), tag_prefix="backward")),
+    ):
+        fault = Fault(where, record)
+        views += [fault, view, fault.disarm(view)]
+    return views
 
 
 def SHARDED_VIEWS() -> list[Callback]:
@@ -279,6 +344,12 @@ def build(out: Path, strategy: str, epochs: int = 2) -> tuple[pl.Trainer, pl.Lig
         callbacks.insert(-2, guard.side("after"))
     elif strategy == "fsdp2_plain":
         callbacks = [Mark(counter, "end", out)]
+    elif strategy == "fsdp2_strict":  # the forward fault under strict=True: every rank stops with the cause
+        fault, view = Fault("forward", counter.extra), ExplainCallback(num_probe=4, strict=True)
+        callbacks = [fault, view, fault.disarm(view), Mark(counter, "end", out)]
+    elif strategy == "fsdp2_fault":
+        guard = Guard(counter.extra)
+        callbacks = [guard.side("before"), *FAULT_VIEWS(counter.extra), guard.side("after"), Mark(counter, "end", out)]
     elif strategy == "ddp":
         errors = ErrorAttribution(num_probe=4, num_confused=4)
         callbacks += [Spy(errors, "local", counter.extra), errors, Spy(errors, "gathered", counter.extra)]
@@ -288,7 +359,8 @@ def build(out: Path, strategy: str, epochs: int = 2) -> tuple[pl.Trainer, pl.Lig
         best = ModelCheckpoint(out / "checkpoints", "best", monitor=MONITORED, mode="max", save_top_k=1)
         callbacks = [ExplainCallback(num_probe=4, methods=("saliency",)), stop, best, Monitored(stop, best, out)]
         epochs = 3
-    timeout = timedelta(seconds=120)
+    # A short process-group timeout for the fault run: a rank left waiting in a collective fails within it.
+    timeout = timedelta(seconds=30 if strategy in ("fsdp2_fault", "fsdp2_strict") else 120)
     torch.manual_seed(0)
     model: pl.LightningModule = TinyCNN()
     strategy_obj: Strategy
@@ -365,6 +437,15 @@ def main() -> None:
         trainer.fit(model, train, val)
         seconds.append(time.perf_counter() - started)
         agree(trainer.strategy, out)
+        # Views that fail on rank 1 only at epoch FAULT_EPOCH (forward and backward): every rank skips them there,
+        # training goes on in step; the weights are compared with the plain run's (no views at all).
+        (out / "fault").mkdir(exist_ok=True)
+        trainer, model, train, val = build(out / "fault", "fsdp2_fault", epochs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(model, train, val)
+        skipped = [str(w.message) for w in caught if "every rank skips" in str(w.message)]
+        (out / "fault" / f"warnings{trainer.global_rank}.json").write_text(json.dumps(skipped))
     (out / f"seconds{trainer.global_rank}.json").write_text(json.dumps(seconds))  # fit wall times, views first
 
 

@@ -36,6 +36,7 @@ from lightning_explain.epoch.distributed import (
     together,
     world_size,
 )
+from lightning_explain.epoch.joined import run_joined
 from lightning_explain.epoch.probe import (
     BatchUnpacker,
     Probe,
@@ -46,6 +47,7 @@ from lightning_explain.epoch.probe import (
     probe_from_dataloader,
     probe_from_dataset,
 )
+from lightning_explain.epoch.restore import StateProblem, probe_state, state_message
 from lightning_explain.functional.context import check_inputs
 from lightning_explain.functional.progress import reporting
 from lightning_explain.functional.targets import OutputTransform
@@ -148,6 +150,10 @@ class ViewCallback(Callback):
         self._sharded: str | None = None
         #: Set in ``setup`` under FSDP2 (``ModelParallelStrategy``) with several ranks: every rank joins each pass.
         self._joined = False
+        #: The probe before ``load_state_dict`` replaced it (None: none yet); False when nothing was restored.
+        self._unrestored_probe: Probe | bool | None = False
+        #: True while a joined pass runs (:meth:`_run_joined`): a failure inside it fails the whole view on every rank.
+        self._in_joined = False
 
     # ----------------------------------------------------------------------------------------- hooks
 
@@ -163,9 +169,9 @@ class ViewCallback(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._joined:
-            together(trainer.strategy, lambda: self._start(trainer, pl_module), type(self).__name__)
+            together(trainer.strategy, lambda: self._start_restored(trainer, pl_module), type(self).__name__)
         elif self._sharded is None:
-            start_together(trainer, lambda: self._start(trainer, pl_module), type(self).__name__)
+            start_together(trainer, lambda: self._start_restored(trainer, pl_module), type(self).__name__)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self._sharded is not None:
@@ -179,17 +185,45 @@ class ViewCallback(Callback):
         """Run the view where it runs (rank zero; every rank under FSDP2); a failure warns once (or re-raises)."""
         if self._joined:
             together(trainer.strategy, lambda: self._prepare(trainer, pl_module), type(self).__name__)
-        elif not trainer.is_global_zero:
+            self._run_joined(trainer, pl_module)
             return
-        else:
-            self._prepare(trainer, pl_module)
+        if not trainer.is_global_zero:
+            return
+        self._prepare(trainer, pl_module)
         try:
-            if self.uses_probe:
-                self._ensure_probe(trainer)
-            with reporting(trainer_reporter(trainer, type(self).__name__)):
-                self._run(trainer, pl_module)
+            self._run_here(trainer, pl_module)
         except Exception as err:
             self._fail("the view", err, trainer.current_epoch)
+
+    def _run_here(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.uses_probe:
+            self._ensure_probe(trainer)
+        with reporting(trainer_reporter(trainer, type(self).__name__)):
+            self._run(trainer, pl_module)
+
+    def _run_joined(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Under FSDP2, on every rank: the view's passes with status checks (:func:`~lightning_explain.epoch.joined.
+        run_joined`). When any rank fails, every rank learns of it at once and all skip the view for this epoch
+        (nothing of it is logged: images wait in a :class:`_DeferredSink` until every rank has finished), or, under
+        ``strict=True``, all stop with the cause."""
+        sink, deferred = self._sink, _DeferredSink()
+        self._sink, self._in_joined = deferred, True
+        try:
+            failure = run_joined(pl_module, trainer.strategy.root_device, lambda: self._run_here(trainer, pl_module))
+        finally:
+            self._sink, self._in_joined = sink, False
+        if failure is None:
+            self._guard("logging the images", trainer.current_epoch, deferred.replay, sink)
+            return
+        self._scalars = {}
+        owner, epoch = type(self).__name__, trainer.current_epoch
+        if self.strict and failure.error is not None:
+            raise failure.error
+        if self.strict:
+            raise RuntimeError(f"{owner} failed on global rank {failure.rank}, so every rank stops: {failure.message}")
+        where = f"on global rank {failure.rank}: " if failure.rank >= 0 else ""
+        cause = f"{where}{failure.message}; every rank skips this view at this epoch"
+        self._fail("the view", RuntimeError(cause), epoch)
 
     def _publish(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Log the scalars of this epoch on every rank: rank zero's, broadcast to the others (a few floats).
@@ -231,10 +265,43 @@ class ViewCallback(Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        images = state_dict.get("probe_images")
-        if isinstance(images, Tensor):
-            masks = {k: v.cpu() for k, v in dict(state_dict.get("probe_masks") or {}).items()}
-            self._probe = Probe(images.cpu(), state_dict.get("probe_labels"), masks)
+        """Restore the probe; a malformed state warns and leaves a fresh probe to be taken (``strict=True``: raises a
+        ``ValueError`` naming the problem, before training goes on). Missing keys take their defaults."""
+        try:
+            probe = probe_state(state_dict)
+        except StateProblem as err:
+            self._bad_state(err, "with a fresh probe")
+            return
+        if probe is not None:
+            self._unrestored_probe, self._probe = self._probe, probe
+
+    def _bad_state(self, problem: Exception, fresh: str) -> None:
+        message = state_message(type(self).__name__, problem, strict=self.strict, fresh=fresh)
+        if self.strict:
+            raise ValueError(message) from problem
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+    def _start_restored(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """``_start``; when it fails on a probe restored from a checkpoint (one the model no longer takes: another
+        image size or channel count), warn and start again with a fresh probe (``strict=True``: a clear error)."""
+        if self._unrestored_probe is False:
+            self._start(trainer, pl_module)
+            return
+        try:
+            self._start(trainer, pl_module)
+        except Exception as err:
+            shape = tuple(self._probe.images.shape) if self._probe is not None else None
+            problem = StateProblem(f"the model cannot take its probe {shape}: {type(err).__name__}: {err}")
+            self._bad_state(problem, "with a fresh probe")
+            self._forget_restored()
+            self._start(trainer, pl_module)
+        finally:
+            self._unrestored_probe = False
+
+    def _forget_restored(self) -> None:
+        """Drop what was restored with the probe: back to the probe given to ``__init__`` (or none: read afresh)."""
+        probe = self._unrestored_probe
+        self._probe = probe if isinstance(probe, Probe) else None
 
     # ----------------------------------------------------------------------------------------- helpers
 
@@ -339,6 +406,8 @@ class ViewCallback(Callback):
         self._scalars.update({key: float(value) for key, value in values.items()})
 
     def _fail(self, view: str, err: Exception, epoch: int) -> None:
+        if self._in_joined:  # a part of a joined pass failed: the whole view fails, on every rank (_run_joined)
+            raise err
         fail_softly(type(self).__name__, view, err, epoch, strict=self.strict, warned=self._warned)
 
 
@@ -356,3 +425,29 @@ class _SilentSink(ImageSink):
 
     def write(self, loggers: Any, images: Any, *, step: int, epoch: int, default_root_dir: str) -> list[Any]:
         return []
+
+
+class _DeferredSink(ImageSink):
+    """Holds what a view hands to its sink during a joined pass; :meth:`replay` gives it to the real sink once every
+    rank has finished (a view that fails on any rank logs nothing at that epoch)."""
+
+    def __init__(self) -> None:
+        super().__init__(background=False)
+        self._calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def write_layout(self, loggers: Any, layout: Any) -> None:
+        self._calls.append(("write_layout", (loggers, layout), {}))
+
+    def write_text(self, loggers: Any, tag: str, text: str, *, step: int) -> None:
+        self._calls.append(("write_text", (loggers, tag, text), {"step": step}))
+
+    def write(self, loggers: Any, images: Any, *, step: int, epoch: int, default_root_dir: str) -> list[Any]:
+        kwargs = {"step": step, "epoch": epoch, "default_root_dir": default_root_dir}
+        self._calls.append(("write", (loggers, images), kwargs))
+        return []
+
+    def replay(self, sink: ImageSink) -> None:
+        """Give every held call to ``sink``, in order."""
+        for name, args, kwargs in self._calls:
+            getattr(sink, name)(*args, **kwargs)
+        self._calls = []

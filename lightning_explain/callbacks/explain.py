@@ -22,6 +22,7 @@ from lightning_explain.callbacks._view import ViewCallback, layer_name
 from lightning_explain.capture import preserve_model_state
 from lightning_explain.dashboard.summary import layout_extras
 from lightning_explain.epoch.checks import check_explain_arguments, check_int, check_positive_int, check_probe_masks
+from lightning_explain.epoch.distributed import all_gather_objects
 from lightning_explain.epoch.faithfulness_schedule import Faithfulness
 from lightning_explain.epoch.grids import layout_json, render_probe, row_captions, view_grid, view_maps, views
 from lightning_explain.epoch.history import MapMetrics, summarize
@@ -44,6 +45,7 @@ from lightning_explain.epoch.messages import (
     nonfinite_warning,
 )
 from lightning_explain.epoch.probe import BatchUnpacker, check_probe, probe_mask
+from lightning_explain.epoch.restore import StateProblem, map_history_state
 from lightning_explain.epoch.schedule import StageClock, due_groups, split_method_options
 from lightning_explain.epoch.trust_schedule import Trust, method_explainer, sanity_warning
 from lightning_explain.functional import DEFAULT_METHODS, EXPENSIVE_METHODS, LAYER_METHODS, canonical_methods, explain
@@ -285,9 +287,23 @@ class ExplainCallback(ViewCallback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        if isinstance(state_dict.get("probe_images"), Tensor):
-            self._checked = False
-        self._map_metrics.load_state_dict(state_dict.get("map_history") or {})
+        if self._unrestored_probe is False:  # no probe restored (none kept, or a malformed one): no history either
+            return
+        self._checked = False
+        assert self._probe is not None
+        try:
+            history = map_history_state(state_dict.get("map_history"), len(self._probe))
+        except StateProblem as err:
+            self._bad_state(err, "a new map history (drift is measured from the next explained epoch)")
+            history = {}
+        self._map_metrics.load_state_dict(history)
+
+    def _forget_restored(self) -> None:
+        super()._forget_restored()
+        self._map_metrics.load_state_dict({})
+        self._checked = False
+        if self.layer is None:  # found on the restored probe, if at all: found again on the fresh one
+            self._layer_name, self.layer_choice = None, None
 
     def _setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.layer is not None and any(m in LAYER_METHODS for m in self.methods):
@@ -313,6 +329,9 @@ class ExplainCallback(ViewCallback):
         """Read the probe once and check, with a two-image pass, that the model can be explained."""
         if self._probe is None:
             self._probe = self._read_probe(trainer)
+        if self._joined and self._memory is not None:  # every rank splits the probe alike (an OOM retry halves one's)
+            chunks = [c for c in all_gather_objects(trainer.strategy, self._memory.chunk) if c is not None]
+            self._memory.chunk = min(chunks) if chunks else None
         if self._checked:
             return
         images = check_inputs(self._probe.images, integer_ok=True)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from lightning_explain._lightning import Callback, is_fitting, logged_step
 from lightning_explain.callbacks.explain import ExplainCallback
 from lightning_explain.epoch.checks import check_int
+from lightning_explain.epoch.restore import StateProblem, focus_alert_state, state_message
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -243,6 +244,8 @@ class FocusAlert(Callback):
         return {"fired_epoch": self.fired_epoch, "bad_epochs": self.bad_epochs, "history": list(self.history)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.fired_epoch = state_dict.get("fired_epoch")
-        self.bad_epochs = int(state_dict.get("bad_epochs", 0))
-        self.history = list(state_dict.get("history", []))
+        """Restore the counters (missing keys: defaults); a malformed state warns and starts the counts afresh."""
+        try:
+            self.fired_epoch, self.bad_epochs, self.history = focus_alert_state(state_dict)
+        except StateProblem as err:
+            warnings.warn(state_message("FocusAlert", err, strict=False, fresh="counting afresh"), stacklevel=2)

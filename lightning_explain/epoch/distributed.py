@@ -7,8 +7,9 @@ on rank zero alone would wait for ranks that never join:
 
 - FSDP2 (``fully_shard``) through Lightning's ``ModelParallelStrategy`` (:data:`JOINED_STRATEGIES`): every rank
   joins every probe pass (the same probe, broadcast from rank zero, the same collectives in the same order), the
-  maps are computed on every rank and rank zero alone logs them. A failure on one rank stops every rank
-  (:func:`together`).
+  maps are computed on every rank and rank zero alone logs them. A failure on one rank at setup stops every rank
+  (:func:`together`); one inside a view's passes is learnt by every rank at its next status check, and every rank
+  skips the view for that epoch (or stops, under ``strict=True``): :mod:`lightning_explain.epoch.joined`.
 - FSDP (v1), XLA FSDP and DeepSpeed ZeRO stage 3 (:data:`SHARDED_STRATEGIES` minus the joined ones): not run
   on this project's CPU test machine (FSDP v1 and Lightning's DeepSpeed strategy need an accelerator), so the
   views skip their work under them with one warning. They are recognised by class name (nothing is imported:
@@ -27,6 +28,8 @@ from typing import Any, TypeVar, cast
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+from lightning_explain.epoch.joined import status_point
 
 T = TypeVar("T")
 
@@ -156,6 +159,7 @@ def all_gather_objects(strategy: Any, obj: T) -> list[T]:
     """
     if not _distributed(strategy):
         return [obj]
+    status_point()  # inside a joined pass: every rank is still in step
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
@@ -212,4 +216,6 @@ def full_tensor(tensor: Tensor) -> Tensor:
     collective: call it on every rank), any other tensor is returned as it is."""
     with torch.no_grad():
         gather = getattr(tensor, "full_tensor", None)
+        if callable(gather):
+            status_point()  # inside a joined pass: every rank is still in step
         return (gather() if callable(gather) else tensor).detach()

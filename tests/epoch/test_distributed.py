@@ -230,3 +230,60 @@ def test_a_failure_on_one_rank_inside_a_joined_pass_stops_every_rank_with_its_me
     assert seen[0][1] == "OSError: probe file missing"
     assert seen[1][1] == stopped.format(0, "OSError: probe file missing")
     assert [seen[0][2], seen[1][2]] == ["0", "10"]  # no failure: each rank's own value; the group still works
+
+
+def _fault_records(out: Path) -> tuple[dict[int, dict], dict[int, dict], dict[int, list[str]]]:
+    fault = out / "fault"
+    warned = {r: json.loads((fault / f"warnings{r}.json").read_text()) for r in (0, 1)}
+    return _ranks(fault), _ranks(out / "plain"), warned
+
+
+@pytest.mark.slow
+def test_fsdp2_a_view_failing_on_one_rank_is_skipped_on_every_rank_with_the_cause(fsdp2_run):
+    # Rank 1 alone runs out of memory in the probe forward of one view and in the autograd.grad backward of another,
+    # at epoch 0 (tests/distributed_worker.py, Fault). Both ranks learn it at the next status check and skip both
+    # views at that epoch with rank 1's cause; at epoch 1 both views run again on both ranks.
+    out, result = fsdp2_run
+    ranks, _, warned = _fault_records(out)
+    for where in ("forward", "backward"):
+        cause = f"on global rank 1: OutOfMemoryError: injected out of memory in the probe {where} on rank 1"
+        skipped = f"ExplainCallback: the view failed at epoch 0 (RuntimeError: {cause}; every rank skips this view"
+        for rank in (0, 1):
+            assert sum(text.startswith(skipped) for text in warned[rank]) == 1, warned[rank]
+        # Every rank splits the probe alike afterwards (rank 1's out-of-memory retry halved its chunk size).
+        assert ranks[0][f"chunk_{where}"][-1] == ranks[1][f"chunk_{where}"][-1]
+        # The figure: how long rank 0 went on after rank 1 raised, until it had left the view (same clock).
+        waited = ranks[0][f"done_{where}"][0] - ranks[1][f"fault_{where}"]
+        print(f"rank 0 left the view {waited:.3f} s after rank 1's {where} failure")
+    # Nothing of the skipped epoch is logged; the next epoch is (Lightning's validation step: 3 steps per epoch).
+    images = read_event_images(out / "fault" / "tb" / "version_0")
+    assert {tag: [step for step, _ in events] for tag, events in images.items()} == {
+        "explain/gradcam": [5],
+        "explain/saliency": [5],
+        "explain/activations": [5],
+        "backward/saliency": [5],
+    }
+    assert "Timeout" not in result.stderr and "Connection" not in result.stderr
+
+
+@pytest.mark.slow
+def test_fsdp2_training_goes_on_in_step_after_a_one_rank_failure_with_bit_identical_weights(fsdp2_run):
+    ranks, plain, _ = _fault_records(fsdp2_run[0])
+    for rank in (0, 1):
+        assert ranks[rank]["epochs"] == 2
+        assert ranks[rank]["weights"] == plain[rank]["weights"]  # as if the views had been off
+        # Before and after the views, at train start and at each epoch: the same hooks, FSDP2 state (every unit
+        # resharded, idle), gradients, optimizer state and RNG states, on both ranks.
+        assert ranks[rank]["checks"] == [[], [], []]
+
+
+@pytest.mark.slow
+def test_fsdp2_a_one_rank_failure_under_strict_stops_every_rank_with_the_cause(tmp_path):
+    result = _run_worker(tmp_path, "fsdp2_strict")
+    assert result.returncode != 0
+    cause = "OutOfMemoryError: injected out of memory in the probe forward on rank 1"
+    assert f"[rank1]: torch.{cause}" in result.stderr, result.stderr[-3000:]
+    stopped = f"[rank0]: RuntimeError: ExplainCallback failed on global rank 1, so every rank stops: {cause}"
+    assert stopped in result.stderr, result.stderr[-3000:]
+    assert "Timeout" not in result.stderr
+    assert _ranks(tmp_path) == {}  # no rank went on to the end of fit

@@ -345,3 +345,116 @@ def test_opted_in_crc_is_installed_and_writes_the_bytes_tensorboard_would(tmp_pa
     for data, header_crc, data_crc in records:  # each record framed exactly as TensorBoard's own function frames it
         assert header_crc == pywrap_tensorflow.masked_crc32c(data[:8])
         assert data_crc == pywrap_tensorflow.masked_crc32c(data[8:])
+
+
+def _model_state(model) -> dict:
+    """Everything a probe pass must give back: every module's hooks and mode, the parameters' flags and gradients
+    (by identity), and the RNG states."""
+    import random
+
+    import torch
+
+    hooks = {
+        (name, kind): list(getattr(module, kind))
+        for name, module in model.named_modules()
+        for kind in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    }
+    return {
+        "hooks": hooks,
+        "modes": [m.training for m in model.modules()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "grads": [id(p.grad) for p in model.parameters()],
+        "rng": (torch.get_rng_state().tolist(), str(np.random.get_state()), random.getstate()),
+    }
+
+
+class _GatedTensorBoardLogger(TensorBoardLogger):
+    """TensorBoard's logger whose image records wait until ``gate`` is set: images stay in flight until then."""
+
+    def __init__(self, *args, gate: threading.Event, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = gate
+
+    @property
+    def experiment(self):
+        if self._experiment is None:
+            self._fs.makedirs(self.log_dir, exist_ok=True)
+            writer = SummaryWriter(log_dir=self.log_dir)
+            file_writer, gate = writer._get_file_writer(), self.gate
+            add_summary = file_writer.add_summary
+
+            def gated_add_summary(summary, *args, **kwargs):
+                if any(value.HasField("image") for value in summary.value):
+                    gate.wait(timeout=60)
+                return add_summary(summary, *args, **kwargs)
+
+            file_writer.add_summary = gated_add_summary
+            self._experiment = writer
+        return self._experiment
+
+
+class _Trap(Callback):
+    """Placed before the view: at epoch ``epoch`` a hook on ``features.3`` raises ``KeyboardInterrupt`` (Ctrl+C) in
+    the view's first probe pass, in its forward or (through its output's gradient) in its ``autograd.grad``; it
+    snapshots the model's state just before the view runs, with the trap in place."""
+
+    def __init__(self, epoch: int, where: str) -> None:
+        self.epoch, self.where, self.before, self.in_flight = epoch, where, None, -1
+        self.gate = threading.Event()  # the writer's image records wait for it: set at the interrupt
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.current_epoch != self.epoch:
+            return
+        layer = pl_module.features[3]
+        if self.where == "forward":
+            layer.register_forward_pre_hook(lambda *_: self._interrupt(trainer))
+        else:
+            layer.register_forward_hook(lambda _m, _a, out: self._on_output(trainer, out))
+        pl_module.features[0].weight.grad = pl_module.features[0].weight.detach() * 0  # a gradient to keep
+        pl_module.features[0].requires_grad_(False)  # a frozen layer: the pass must not unfreeze it
+        pl_module.head.train()  # a mode the pass changes (it runs in eval mode) and must put back
+        self.before = _model_state(pl_module)
+
+    def _on_output(self, trainer, out) -> None:
+        if out.requires_grad:
+            out.register_hook(lambda _grad: self._interrupt(trainer))
+
+    def _interrupt(self, trainer) -> None:
+        import random
+
+        import torch
+
+        torch.rand(1), np.random.rand(), random.random()  # the pass drew random numbers (as SmoothGrad's noise does)
+        self.in_flight = _writer(trainer).pending()
+        self.gate.set()
+        raise KeyboardInterrupt
+
+
+class _Watched(ExplainCallback):
+    """ExplainCallback, with the model's state read at the moment an interrupt leaves its validation epoch end."""
+
+    after: dict | None = None
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        try:
+            super().on_validation_epoch_end(trainer, pl_module)
+        except KeyboardInterrupt:
+            self.after = _model_state(pl_module)
+            raise
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_ctrl_c_inside_a_probe_pass_restores_the_model_first_and_keeps_the_images_already_handed_over(tmp_path, where):
+    trap = _Trap(1, where)
+    train, val = loaders()
+    logger = _GatedTensorBoardLogger(str(tmp_path), name="tb", version=0, gate=trap.gate)
+    view = _Watched(num_probe=3, cell_size=32, metrics=False)
+    t = trainer(tmp_path, logger=logger, callbacks=[trap, view], max_epochs=3)
+    with pytest.raises(SystemExit):  # Lightning turns Ctrl+C into a graceful shutdown and exits
+        t.fit(TinyCNN(), train, val)
+    assert trap.before is not None and view.after is not None  # the interrupt came from inside the view's pass
+    for part in ("hooks", "modes", "requires_grad", "grads", "rng"):
+        assert view.after[part] == trap.before[part], part  # restored before the interrupt propagated
+    assert trap.in_flight > 0  # epoch 0's images were still waiting to be written when Ctrl+C came
+    assert _steps(tmp_path) == {tag: [2] for tag in ("explain/gradcam", "explain/saliency", "explain/activations")}
+    assert not _writer(t).alive()  # Lightning's on_exception closed this run's writer
