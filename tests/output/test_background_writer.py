@@ -223,6 +223,8 @@ def test_background_writer_bounds_its_queue_and_reports_errors_on_flush():
     with pytest.raises(RuntimeError, match="no space left on device"):
         writer.flush()
     writer.flush()  # reported once
+    writer.close()  # its thread stops (later tests count the writer threads left)
+    assert not writer.alive()
 
 
 class _RecordingRichBar(RichProgressBar):
