@@ -1,8 +1,8 @@
 """A training run to be killed with SIGKILL while its background writer holds images (tests/output/test_killed_run.py).
 
 Usage: ``python killed_worker.py LOGDIR``. Image records take 0.1 s each on this "slow disk", so images are queued at
-any moment; at the start of each training epoch from the fifth on, it prints ``PENDING <n>`` (the images the
-ExplainCallback's writer holds) and flushes stdout; the test kills it then.
+any moment; at the start of each training epoch from the fifth on, once two epochs' grids are on disk, it prints
+``PENDING <n>`` (the images the ExplainCallback's writer holds) and flushes stdout; the test kills it then.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from torch.utils.tensorboard import SummaryWriter
 from lightning_explain import ExplainCallback
 
 SLOW_SECONDS = 0.1
+#: Image records on disk so far: the kill waits for two epochs' grids (each epoch logs three: Grad-CAM, saliency,
+#: activations), so the test sees complete records before the torn tail however slow the machine is.
+WRITTEN = [0]
+ON_DISK_BEFORE_KILL = 6
 
 
 class _SlowSummaryWriter(SummaryWriter):
@@ -34,6 +38,7 @@ class _SlowSummaryWriter(SummaryWriter):
                     time.sleep(SLOW_SECONDS)
                 add_summary(summary, *args, **kwargs)
                 file_writer.flush()  # each record on disk at once: what is complete is there when the kill comes
+                WRITTEN[0] += any(value.HasField("image") for value in summary.value)
 
             file_writer.add_summary, file_writer._slow = slow_add_summary, True
         return file_writer
@@ -53,7 +58,7 @@ class _Report(Callback):
         self.view = view
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch >= 4 and self.view._sink.writer is not None:
+        if trainer.current_epoch >= 4 and WRITTEN[0] >= ON_DISK_BEFORE_KILL and self.view._sink.writer is not None:
             print(f"PENDING {self.view._sink.writer.pending()}", flush=True)
 
 
