@@ -131,10 +131,14 @@ def _free_port() -> int:
 
 LAUNCH = """
 import sys
+from importlib.metadata import entry_points
 from tensorboard import default, program
-plugins = default.get_plugins()  # TensorBoard's own and the entry points' (ours among them)
-if sys.argv[1] == "without":
-    plugins = [p for p in plugins if getattr(p, "plugin_name", None) != "lightning_explain"]
+if sys.argv[1] == "with":
+    plugins = default.get_plugins()  # TensorBoard's own and the entry points' (ours among them)
+else:  # as if the package were not installed: our entry point is not even imported
+    plugins = default.get_static_plugins() + [
+        ep.load() for ep in entry_points(group="tensorboard_plugins") if ep.name != "lightning_explain"
+    ]
 tb = program.TensorBoard(plugins=plugins)
 argv = ["tensorboard", "--logdir", sys.argv[2], "--host", "127.0.0.1", "--port", sys.argv[3], "--load_fast", "false",
         "--reload_interval", sys.argv[4]] + (["--reload_task", "blocking"] if sys.argv[4] == "0" else [])

@@ -8,14 +8,48 @@ Example:
     >>> callback = ExplainCallback(layer="layer4")
 """
 
-from lightning_explain.callbacks.activation_max import ActivationMaximization
-from lightning_explain.callbacks.errors import ErrorAttribution
-from lightning_explain.callbacks.explain import ExplainCallback
-from lightning_explain.callbacks.feature_maps import FeatureMaps
-from lightning_explain.callbacks.filters import FilterGrid
-from lightning_explain.callbacks.focus_alert import FocusAlert
-from lightning_explain.callbacks.inversion import FeatureInversion
-from lightning_explain.callbacks.tcav import TCAVCallback
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lightning_explain.callbacks.activation_max import ActivationMaximization
+    from lightning_explain.callbacks.errors import ErrorAttribution
+    from lightning_explain.callbacks.explain import ExplainCallback
+    from lightning_explain.callbacks.feature_maps import FeatureMaps
+    from lightning_explain.callbacks.filters import FilterGrid
+    from lightning_explain.callbacks.focus_alert import FocusAlert
+    from lightning_explain.callbacks.inversion import FeatureInversion
+    from lightning_explain.callbacks.tcav import TCAVCallback
+
+#: Where each public name lives. They are imported on first use (PEP 562), so that ``import lightning_explain.x``
+#: for a part that needs neither torch nor Lightning (the TensorBoard plugin, loaded at every TensorBoard start)
+#: does not import them: seconds at TensorBoard's start-up.
+_CALLBACKS = {
+    "ActivationMaximization": "activation_max",
+    "ErrorAttribution": "errors",
+    "ExplainCallback": "explain",
+    "FeatureInversion": "inversion",
+    "FeatureMaps": "feature_maps",
+    "FilterGrid": "filters",
+    "FocusAlert": "focus_alert",
+    "TCAVCallback": "tcav",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _CALLBACKS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lightning_explain' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"lightning_explain.callbacks.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __version__ = "0.1.0"
 

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from lightning_explain.output.charts import CHARTS
+from lightning_explain.output.layout import GridLayout
 
 __all__ = ["ApiError", "Logdir", "RunIndex", "cut_cell", "deblock", "decode_png", "encode_png", "parse_index"]
 
@@ -163,6 +164,25 @@ def _records(path: str, start: int) -> Iterator[tuple[int, bytes]]:
             else:
                 yield pos + 12, payload
             pos = end
+
+
+def _has_layout(path: str) -> bool:
+    """Whether the event file ``path`` holds a layout text, read up to the first one (see :meth:`Logdir.has_data`)."""
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    try:
+        for _, payload in _records(path, 0):
+            if b"/layout" not in payload:  # most records (scalars, images) are passed over without parsing
+                continue
+            try:
+                values = Event.FromString(payload).summary.value
+            except Exception:  # a damaged record: the index skips it too
+                continue
+            if any(v.tag.endswith(_LAYOUT_SUFFIXES) for v in values):
+                return True
+    except OSError:
+        return False
+    return False
 
 
 def _tag_ok(tag: str, path: str) -> bool:
@@ -315,8 +335,6 @@ class RunIndex:
     def grid_layout(self, tag: str, step: int) -> Any:
         """The :class:`~lightning_explain.output.render.GridLayout` logged with the grid of ``tag`` at ``step``, or
         None."""
-        from lightning_explain.output.render import GridLayout
-
         meta = self.layouts.get(step)
         raw = meta["grids"].get(tag) if meta is not None else None
         if not isinstance(raw, dict):
@@ -484,9 +502,23 @@ class Logdir:
         return sorted(found)
 
     def has_data(self) -> bool:
-        """Whether any run holds grids logged by this package's callbacks (a layout text)."""
-        self.refresh()
-        return any(run.layouts for run in self._runs.values())
+        """Whether any run holds grids logged by this package's callbacks (a layout text).
+
+        TensorBoard asks at its start-up and at every reload, for a tab the user may never open: until the tab asks
+        for data (which builds the index), each event file is read only up to its first layout text (the first
+        explained epoch's records), not whole.
+        """
+        with self._lock:
+            if any(run.layouts for run in self._runs.values()):
+                return True
+            for folder in self._folders():
+                try:
+                    names = sorted(n for n in os.listdir(folder) if "tfevents" in n)
+                except OSError:
+                    continue
+                if any(_has_layout(os.path.join(folder, n)) for n in names):
+                    return True
+            return False
 
     def _run(self, name: str | None) -> RunIndex:
         self.refresh()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -18,9 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_explain.output.layout import PAD as _PAD
+from lightning_explain.output.layout import GridLayout
+
 __all__ = ["GridLayout", "colorize", "compose_grid", "grid_layout", "overlay", "to_display", "valid_colormap"]
 
-_PAD = 2
 #: Height in pixels of the caption band above each row of a captioned grid.
 CAPTION_HEIGHT = 12
 
@@ -85,40 +86,6 @@ def _cell_scale(height: int, width: int, cell_size: int) -> tuple[int, int]:
     if scale >= 1:
         scale = float(max(1, math.floor(scale)))
     return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-@dataclass(frozen=True)
-class GridLayout:
-    """Where the rows of a grid made by :func:`compose_grid` lie, to cut one probe image's row back out.
-
-    Row ``r`` (caption band and cells) spans ``row_box(r)``; its cell ``c`` spans ``cell_box(r, c)``, both as
-    ``(top, left, bottom, right)`` pixel bounds (bottom/right exclusive).
-    """
-
-    rows: int
-    columns: int
-    cell_height: int
-    cell_width: int
-    band: int
-    pad: int = _PAD
-
-    @property
-    def row_height(self) -> int:
-        return self.band + self.cell_height + self.pad
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """``(height, width)`` of the whole grid."""
-        return self.rows * self.row_height + self.pad, self.columns * (self.cell_width + self.pad) + self.pad
-
-    def row_box(self, row: int) -> tuple[int, int, int, int]:
-        top = self.pad + row * self.row_height
-        return top, 0, top + self.band + self.cell_height, self.size[1]
-
-    def cell_box(self, row: int, column: int) -> tuple[int, int, int, int]:
-        top = self.pad + row * self.row_height + self.band
-        left = self.pad + column * (self.cell_width + self.pad)
-        return top, left, top + self.cell_height, left + self.cell_width
 
 
 def grid_layout(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from urllib.parse import quote
@@ -118,6 +120,24 @@ def test_a_tile_is_every_probe_images_cells_of_one_epoch_stacked(server):
                         logged = grids[step][top:bottom, left:right]
                         shown = tile[row * h : (row + 1) * h, k * w : (k + 1) * w]
                         assert np.array_equal(enlarged(shown, logged.shape), logged), (method, step, part, row, col)
+
+
+def test_the_plugin_and_its_queries_import_neither_torch_nor_lightning():
+    # TensorBoard imports every plugin at start-up: importing the package's callbacks (torch, Lightning) there
+    # cost about 6 s of every TensorBoard start on this machine, for users who never open the tab.
+    script = f"""
+import sys
+from lightning_explain.dashboard.plugin import ExplainPlugin
+from lightning_explain.dashboard.data import Logdir
+data = Logdir({str(trained_logdir())!r})
+view = next(v for v in data.run("tiny/a")["views"] if v["method"] == "gradcam")
+epoch, step = view["frames"][-1]
+data.charts("tiny/a", view["tag"]), data.numbers("tiny/a", view["tag"], str(epoch))
+data.tile("tiny/a", view["tag"], str(step), "maps"), data.cell("tiny/a", view["tag"], str(step), "0", "1")
+print(sorted(m for m in ("torch", "lightning", "pytorch_lightning", "matplotlib") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def _layout(run: Path, step: int, tag: str) -> GridLayout:
