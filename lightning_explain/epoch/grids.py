@@ -125,9 +125,14 @@ def layout_json(
     extras: Mapping[str, Any] | None = None,
 ) -> str:
     """JSON that says where each probe image's row lies in each grid (the HTML report and the Explain dashboard cut
-    cells with it), with ``extras`` (the dashboard's captions and per-image numbers) as further keys."""
+    cells with it), with ``extras`` (the dashboard's captions and per-image numbers) as further keys.
+
+    One line indented by four spaces: still JSON to every reader, and a code block to the Markdown of TensorBoard's
+    Text tab, which shows it as text (class names in the captions, such as ``<img src=x onerror=...>``, would
+    otherwise be rendered there as HTML, through TensorBoard's sanitiser).
+    """
     layouts = {tag: grid_layout(grid.shape[-2:], image_size, cell_size) for tag, grid in grids.items()}
-    return json.dumps(
+    return "    " + json.dumps(
         {
             "epoch": epoch,
             "step": step,

@@ -144,12 +144,16 @@ def test_the_explain_tab_shows_hostile_class_names_as_text(hostile_run, page, se
 
 
 def test_tensorboards_text_tab_shows_the_layout_with_hostile_names_inert(page, server):
-    """The layouts (with the captions' class names) are also TensorBoard text summaries, which TensorBoard's own Text
-    tab renders as sanitised Markdown: no handler survives, no script is made, no dialog opens."""
+    """The layouts (with the captions' class names) are also TensorBoard text summaries; TensorBoard's own Text tab
+    renders Markdown, and the layout is logged as a Markdown code block, so every name shows as text there too: no
+    element made from a name, no script, no dialog."""
     page.goto("about:blank")
     page.goto(f"{server.url}/#text")
-    # The layout's text is on screen (the <script> payload as text; the <img> one became a broken, inert image).
+    # The layout's text is on screen as code, the names in it as text (the <img> one too, not an image).
     page.get_by_text("alert('lx-xss-2')", exact=False).first.wait_for()
+    page.get_by_text(NAMES[0], exact=False).first.wait_for()
+    assert page.locator("pre code", has_text=NAMES[0]).count() >= 1
+    assert page.locator("img[src=x], img[src$='/x']").count() == 0
     assert page.locator("[onerror]").count() == 0  # playwright's CSS engine also looks inside shadow roots
     assert page.locator("script", has_text="lx-xss").count() == 0
     assert page.dialogs == [], page.dialogs
