@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import io
 import os
+import time
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -311,3 +312,44 @@ def browser(chromium: str, tmp_path: Path) -> Any:
             yield context
         finally:
             context.close()
+
+
+def slow_tensorboard_logger(
+    save_dir: str, name: str, version: Any, seconds: float, *, flush_each: bool = False, on_image: Any = None
+) -> Any:
+    """A ``TensorBoardLogger`` on a "slow disk": each image record takes ``seconds`` to write, so a view's background
+    writer holds images at any moment. ``flush_each``: every record is flushed to disk at once; ``on_image()`` is
+    called after each image record is written."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+    from torch.utils.tensorboard import SummaryWriter
+
+    def has_image(summary: Any) -> bool:
+        return any(value.HasField("image") for value in summary.value)
+
+    class SlowSummaryWriter(SummaryWriter):  # type: ignore[misc]
+        def _get_file_writer(self) -> Any:
+            file_writer = super()._get_file_writer()
+            if not getattr(file_writer, "_slow", False):
+                add_summary = file_writer.add_summary
+
+                def slow_add_summary(summary: Any, *args: Any, **kwargs: Any) -> None:
+                    if has_image(summary):
+                        time.sleep(seconds)
+                    add_summary(summary, *args, **kwargs)
+                    if flush_each:
+                        file_writer.flush()
+                    if on_image is not None and has_image(summary):
+                        on_image()
+
+                file_writer.add_summary, file_writer._slow = slow_add_summary, True
+            return file_writer
+
+    class SlowTensorBoardLogger(TensorBoardLogger):  # type: ignore[misc]
+        @property
+        def experiment(self) -> Any:
+            if self._experiment is None:
+                self._fs.makedirs(self.log_dir, exist_ok=True)
+                self._experiment = SlowSummaryWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    return SlowTensorBoardLogger(save_dir, name=name, version=version)

@@ -603,20 +603,25 @@ class Logdir:
                 "numbers": {k[len(head) :]: v for k, v in per_image.items() if k.startswith(head)},
             }
 
+    def _locate(self, name: str | None, tag: str | None, step: str | None) -> tuple[RunIndex, str, int, _Where, Any]:
+        """The run, view tag, step, record and layout (None: none logged) of the grid a cell or tile query names;
+        :class:`ApiError` for an unknown run, view or step. Call it holding the lock."""
+        run = self._run(name)
+        view = self._view(run, tag)
+        assert tag is not None
+        at = parse_index("step", step)
+        where = run.images[tag].get(at)
+        if where is None:
+            steps = [s for _, s in view["frames"]]
+            raise ApiError(404, f"view {tag!r} of run {run.name!r} has no image at step {at}; steps: {steps[:50]}.")
+        return run, tag, at, where, run.grid_layout(tag, at)
+
     def cell(self, name: str | None, tag: str | None, step: str | None, row: str | None, col: str | None) -> bytes:
         """The PNG of one cell: row ``row`` (a probe image), column ``col`` (0: the input) of the grid of view
         ``tag`` logged at ``step`` (the whole grid when no layout was logged with it), enlarged cells stored at their
         image's own size (:func:`deblock`: shown pixelated at the cell size, the same pixels)."""
         with self._lock:
-            run = self._run(name)
-            view = self._view(run, tag)
-            assert tag is not None
-            at = parse_index("step", step)
-            where = run.images[tag].get(at)
-            if where is None:
-                steps = [s for _, s in view["frames"]]
-                raise ApiError(404, f"view {tag!r} of run {run.name!r} has no image at step {at}; steps: {steps[:50]}.")
-            layout = run.grid_layout(tag, at)
+            run, tag, at, where, layout = self._locate(name, tag, step)
             rows, columns = (layout.rows, layout.columns) if layout is not None else (1, 1)
             r, c = parse_index("row", row, rows), parse_index("col", col, columns)
             key = (run.name, tag, at, r, c)
@@ -646,15 +651,7 @@ class Logdir:
         if part not in ("maps", "input"):
             raise ApiError(400, f"part must be 'maps' or 'input'; got {str(part)[:40]!r}.")
         with self._lock:
-            run = self._run(name)
-            view = self._view(run, tag)
-            assert tag is not None
-            at = parse_index("step", step)
-            where = run.images[tag].get(at)
-            if where is None:
-                steps = [s for _, s in view["frames"]]
-                raise ApiError(404, f"view {tag!r} of run {run.name!r} has no image at step {at}; steps: {steps[:50]}.")
-            layout = run.grid_layout(tag, at)
+            run, tag, at, where, layout = self._locate(name, tag, step)
             if part == "input" and (layout is None or layout.columns < 2):
                 raise ApiError(404, f"view {tag!r} of run {run.name!r} logged no input column at step {at}.")
             key = (run.name, tag, at, part)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import struct
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TinyCNN, loaders, read_event_images, trainer
+from conftest import TinyCNN, loaders, read_event_images, slow_tensorboard_logger, trainer
 from pytorch_lightning.callbacks import Callback, RichProgressBar, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from rich.progress import Progress
@@ -21,33 +20,6 @@ from lightning_explain.functional import progress
 from lightning_explain.output.sinks import FAST_CRC_ENV, THREAD_NAME, BackgroundWriter
 
 SLOW_SECONDS = 0.25
-
-
-class _SlowSummaryWriter(SummaryWriter):
-    """TensorBoard's own writer on a slow disk: each image record takes a while, so images are in flight at any
-    moment (scalars and text are written at full speed)."""
-
-    def _get_file_writer(self):
-        file_writer = super()._get_file_writer()
-        if not getattr(file_writer, "_slow", False):
-            add_summary = file_writer.add_summary
-
-            def slow_add_summary(summary, *args, **kwargs):
-                if any(value.HasField("image") for value in summary.value):
-                    time.sleep(SLOW_SECONDS)
-                return add_summary(summary, *args, **kwargs)
-
-            file_writer.add_summary, file_writer._slow = slow_add_summary, True
-        return file_writer
-
-
-class SlowTensorBoardLogger(TensorBoardLogger):
-    @property
-    def experiment(self):
-        if self._experiment is None:
-            self._fs.makedirs(self.log_dir, exist_ok=True)
-            self._experiment = _SlowSummaryWriter(log_dir=self.log_dir)
-        return self._experiment
 
 
 class _StopAt(Callback):
@@ -75,7 +47,7 @@ def _image_threads() -> list[threading.Thread]:
 
 def _run(tmp_path, *extra, epochs=3, **kwargs):
     train, val = loaders()
-    logger = SlowTensorBoardLogger(str(tmp_path), name="tb", version=0)
+    logger = slow_tensorboard_logger(str(tmp_path), "tb", 0, SLOW_SECONDS)
     cb = ExplainCallback(num_probe=3, cell_size=32, metrics=False)
     t = trainer(tmp_path, logger=logger, callbacks=[cb, *extra], max_epochs=epochs, **kwargs)
     return t, cb, train, val
