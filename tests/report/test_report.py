@@ -245,6 +245,9 @@ def test_report_in_the_browser_shows_the_film_strip(report, browser):
     first.click()
     modal = page.locator(".lx-modal")
     assert modal.get_attribute("data-epoch") == "0"
+    # The large view's input and maps come from images the page holds (the input from the inputs' column).
+    for cell in (modal.locator(".lx-input-big"), modal.locator(".lx-main .lx-cells .lx-cellview").first):
+        assert cell.evaluate("(el) => getComputedStyle(el).backgroundImage").startswith('url("data:image/png;base64,')
     page.keyboard.press("ArrowRight")
     assert page.locator(".lx-modal").get_attribute("data-epoch") == "1"
     page.keyboard.press("Escape")

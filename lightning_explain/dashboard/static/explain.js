@@ -299,9 +299,11 @@ export class Dashboard {
     const caption = this.info[run].captions[String(epoch)]?.[row];
     const alerts = this.alertEpochs(run);
     const side = (e, label) => e === undefined ? el('div', { class: 'lx-side lx-none', text: `no ${label} epoch` }) :
-      el('figure', { class: 'lx-side', onclick: () => this.open(run, row, e) }, cells(e, 128), el('figcaption', { text: `${label}: epoch ${e}` }));
+      el('figure', { class: 'lx-side', onclick: () => this.open(run, row, e) }, cells(e, small), el('figcaption', { text: `${label}: epoch ${e}` }));
+    const big = span > 1 ? 192 : 256, small = span > 1 ? 64 : 128;  // several maps per image: smaller cells
+    const last = view.frames[view.frames.length - 1][1];  // the inputs' column the strip shows (the same every epoch)
     const input = view.columns > 1 ?
-      this.cellView({ run, tag: view.tag, step: steps.get(epoch), part: 'input' }, rows, 1, row, 0, 256) : null;
+      this.cellView({ run, tag: view.tag, step: last, part: 'input' }, rows, 1, row, 0, big) : null;
     input?.classList.add('lx-input-big');
     const modal = el('div', { class: 'lx-modal', 'data-run': run, 'data-row': row, 'data-epoch': epoch },
       el('div', { class: 'lx-dialog', role: 'dialog', 'aria-label': `probe image ${row}, epoch ${epoch}` },
@@ -309,7 +311,7 @@ export class Dashboard {
         el('h3', { text: `${run} · ${this.state.method} · probe image #${row} · epoch ${epoch}` + (alerts.has(epoch) ? ' · FocusAlert fired' : '') }),
         el('p', { class: 'lx-big-caption', text: captionText(caption) }),
         el('div', { class: 'lx-trio' }, side(frames[i - 1], 'previous'),
-          el('figure', { class: 'lx-main' }, input, cells(epoch, 256)),
+          el('figure', { class: 'lx-main' }, input, cells(epoch, big)),
           side(frames[i + 1], 'next')),
         el('p', { class: 'lx-note', text: '← → previous / next epoch · Esc closes' })));
     modal.addEventListener('click', e => { if (e.target === modal) modal.remove(); });
