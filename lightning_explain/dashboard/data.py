@@ -304,7 +304,8 @@ class RunIndex:
         return self.epoch_of_image(step)
 
     def views(self) -> dict[str, dict[str, Any]]:
-        """Each image tag under one of our prefixes: its method, rows, columns and ``{epoch: step}`` (last wins);
+        """Each image tag under one of our prefixes: its method, rows, columns, a cell's width / height (``aspect``) and
+        ``{epoch: step}`` (last wins);
         computed once per version of the index."""
         if self._views is not None and self._views[0] == self.version:
             return self._views[1]
@@ -314,19 +315,21 @@ class RunIndex:
             if prefix is None:
                 continue
             frames: dict[int, int] = {}
-            rows, columns = 1, 1
+            rows, columns, aspect = 1, 1, 1.0
             for step in sorted(steps):
                 epoch = self.epoch_of_image(step)
                 frames[epoch if epoch is not None else step] = step
                 grid = self.grid_layout(tag, step)
-                if grid is not None:
+                if grid is not None and grid.cell_height > 0:
                     rows, columns = grid.rows, grid.columns
+                    aspect = round(grid.cell_width / grid.cell_height, 4)
             out[tag] = {
                 "tag": tag,
                 "prefix": prefix,
                 "method": tag[len(prefix) + 1 :],
                 "rows": rows,
                 "columns": columns,
+                "aspect": aspect,
                 "frames": [[epoch, frames[epoch]] for epoch in sorted(frames)],
             }
         self._views = (self.version, out)

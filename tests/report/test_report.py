@@ -266,3 +266,47 @@ def test_a_single_probe_image_is_one_cut_row(explained_run):
     run.images = {"explain/gradcam": frames}
     text = render_html([run], "t")
     assert "probe image #0" in text and "whole grid" not in text and "probe image #1" not in text
+
+
+def _wide_run(folder: Path, rows: int = 3, epochs: int = 2) -> None:
+    """A run as ExplainCallback logs it, of probe images twice as wide as tall (16 x 32 px), 32 px cells."""
+    import torch
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    from torch.utils.tensorboard.summary import image, text
+
+    from lightning_explain.epoch.grids import layout_json
+    from lightning_explain.output.render import explanation_grid
+
+    generator = torch.Generator().manual_seed(0)
+    display = torch.rand(rows, 3, 16, 32, generator=generator)
+    writer = EventFileWriter(str(folder))
+    for epoch in range(epochs):
+        maps = torch.rand(rows, 16, 32, generator=generator)
+        grid = explanation_grid(display, maps, [f"#{r}" for r in range(rows)], cell_size=32)
+        layout = layout_json({"explain/gradcam": grid}, (16, 32), 32, epoch, epoch)
+        for summary in (text("explain/layout", layout), image("explain/gradcam", grid, dataformats="CHW")):
+            writer.add_event(Event(step=epoch, summary=summary))
+    writer.close()
+
+
+def test_the_film_strip_keeps_the_shape_of_images_that_are_not_square(tmp_path, browser):
+    _wide_run(tmp_path / "logs" / "wide")
+    out = write_report(tmp_path / "logs", tmp_path / "report.html", quiet=True)
+    page = browser.new_page()
+    page.goto(out.as_uri())
+    strip = page.locator('.lx-strip[data-run="wide"]')
+    tile = strip.locator('img.lx-tile[data-epoch="1"]')
+    tile.evaluate("(el) => el.decode()")
+    box = tile.bounding_box()
+    cell = strip.locator(".lx-caption").first.bounding_box()["height"]  # one probe image's row
+    assert abs(box["height"] - 3 * cell) < 1 and abs(box["width"] - 2 * cell) < 1  # 16 x 32 px images: 1 x 2 cells
+    natural = tile.evaluate("(el) => [el.naturalWidth, el.naturalHeight]")
+    assert natural[0] * 3 == natural[1] * 2  # the stored column: 3 rows of 2:1 cells
+    inputs = strip.locator("img.lx-in").bounding_box()
+    assert abs(inputs["width"] - 2 * cell) < 1
+    tile.click(position={"x": box["width"] / 2, "y": cell * 2.5})
+    big = page.locator(".lx-modal .lx-main .lx-cells .lx-cellview").first
+    size = big.bounding_box()
+    assert abs(size["width"] - 2 * size["height"]) < 1.5  # the large view keeps the shape too
+    assert page.locator(".lx-modal").get_attribute("data-row") == "2"

@@ -176,6 +176,7 @@ export class Dashboard {
     const span = this.span(view), rows = view.rows;
     box.style.setProperty('--rows', rows);
     box.style.setProperty('--span', span);
+    box.style.setProperty('--aspect', view.aspect ?? 1);  // a cell's width / height (probe images need not be square)
     const table = el('table', { class: 'lx-table' });
     const head = el('tr', {}, el('th', { class: 'lx-input-head', text: 'input' }));
     for (const e of epochs) {
@@ -205,6 +206,10 @@ export class Dashboard {
         const img = this.tile({ run, tag: view.tag, step, part: 'maps' }, { class: 'lx-tile', 'data-epoch': e,
           title: `epoch ${e}: click an image to open it large` });
         img.addEventListener('click', ev => this.open(run, this.rowAt(img, ev, rows), e));
+        img.addEventListener('mousemove', ev => {  // the caption of the image under the pointer, at this epoch
+          const r = this.rowAt(img, ev, rows);
+          img.title = `#${r} epoch ${e}: ${captionText(captions[String(e)]?.[r])} (click to open it large)`;
+        });
         td.append(img);
       }
       tr.append(td);
@@ -232,7 +237,8 @@ export class Dashboard {
   cellView(params, rows, span, row, col, size) {
     const x = span > 1 ? col / (span - 1) * 100 : 0, y = rows > 1 ? row / (rows - 1) * 100 : 0;
     const node = el('div', { class: 'lx-cellview', 'data-row': row, 'data-col': col });
-    node.style.cssText = `width:${size}px;height:${size}px;background-image:url("${this.api.tile(params)}");` +
+    const width = Math.round(size * (this.view(params.run)?.aspect ?? 1));
+    node.style.cssText = `width:${width}px;height:${size}px;background-image:url("${this.api.tile(params)}");` +
       `background-size:${span * 100}% ${rows * 100}%;background-position:${x}% ${y}%`;
     return node;
   }
