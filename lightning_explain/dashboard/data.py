@@ -343,9 +343,17 @@ class RunIndex:
         if not isinstance(raw, dict):
             return None
         try:
-            return GridLayout(**{k: int(v) for k, v in raw.items()})
+            layout = GridLayout(**{k: int(v) for k, v in raw.items()})
         except (TypeError, ValueError):
             return None
+        # A layout from a hostile file must describe real cells: with these bounds, one that fits its grid (checked
+        # when the grid is cut) has at most as many rows and columns as the grid has pixels.
+        if (
+            min(layout.rows, layout.columns, layout.cell_height, layout.cell_width) < 1
+            or min(layout.band, layout.pad) < 0
+        ):
+            return None
+        return layout
 
     def alerts(self) -> list[dict[str, Any]]:
         """Each :class:`~lightning_explain.FocusAlert` that fired: its name and the epoch it fired at."""
@@ -476,6 +484,7 @@ class Logdir:
         self._grids: OrderedDict[tuple[str, str, int], np.ndarray] = OrderedDict()
         self._cells: OrderedDict[tuple[str, str, int, int, int], bytes] = OrderedDict()
         self._tiles: OrderedDict[tuple[str, str, int, str], bytes] = OrderedDict()
+        self._layout_seen: dict[str, tuple[int, bool]] = {}
         self._cache_grids = cache_grids
 
     # ---------------------------------------------------------------------------------------------- index
@@ -519,9 +528,21 @@ class Logdir:
                     names = sorted(n for n in os.listdir(folder) if "tfevents" in n)
                 except OSError:
                     continue
-                if any(_has_layout(os.path.join(folder, n)) for n in names):
+                if any(self._has_layout(os.path.join(folder, n)) for n in names):
                     return True
             return False
+
+    def _has_layout(self, path: str) -> bool:
+        """:func:`_has_layout`, remembered per file size (TensorBoard asks at every reload; a file is read again only
+        when it grew)."""
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            return False
+        known = self._layout_seen.get(path)
+        if known is None or known[0] != size:
+            known = self._layout_seen[path] = (size, _has_layout(path))
+        return known[1]
 
     def _run(self, name: str | None) -> RunIndex:
         self.refresh()

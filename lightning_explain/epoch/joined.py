@@ -38,6 +38,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from lightning_explain.functional.perturbation import plain_inputs
+
 __all__ = ["JoinedFailure", "PeerFailed", "run_joined", "status_point"]
 
 #: Codes of the status points that are not a unit's forward or backward.
@@ -177,7 +179,7 @@ def run_joined(model: nn.Module, device: torch.device, work: Callable[[], None])
     status = _Status(device)
     handles = status.hook(model)
     try:
-        with _active(status):
+        with _active(status), plain_inputs():  # no forward that raises on purpose: it would read as a failure
             try:
                 work()
             except PeerFailed:

@@ -65,7 +65,8 @@ def probe_state(state: Any) -> Probe | None:
             raise StateProblem(f"probe_labels has shape {tuple(labels.shape)}, not [{count}] for {count} images")
         labels = labels.cpu()
     masks: dict[str, Tensor] = {}
-    for name, mask in _mapping(state.get("probe_masks") or {}, "probe_masks").items():
+    raw_masks = state.get("probe_masks")
+    for name, mask in _mapping({} if raw_masks is None else raw_masks, "probe_masks").items():
         if not isinstance(mask, Tensor) or tuple(mask.shape) != (count, *size):
             raise StateProblem(
                 f"probe mask {name!r} is a {_describe(mask)}, not [{count}, {size[0]}, {size[1]}] like the images"
@@ -84,7 +85,8 @@ def map_history_state(state: Any, count: int | None) -> dict[str, dict[str, Tens
     history = _mapping(state if state is not None else {}, "map_history")
     out: dict[str, dict[str, Tensor]] = {}
     for part in ("first", "previous"):
-        maps = _mapping(history.get(part) or {}, f"map_history[{part!r}]")
+        raw = history.get(part)
+        maps = _mapping({} if raw is None else raw, f"map_history[{part!r}]")
         for method, value in maps.items():
             if not isinstance(value, Tensor) or value.ndim != 3 or (count is not None and value.shape[0] != count):
                 expected = f"[{count if count is not None else 'N'}, h, w]"

@@ -18,7 +18,10 @@ under bfloat16 autocast: about twice as fast again on CPUs with bf16 support, wi
 
 from __future__ import annotations
 
+import contextvars
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
@@ -57,7 +60,7 @@ class _PerturbedForward:
         return self.spec.scores(logits_from_output(out, self.output_transform).float(), rows)
 
     def __call__(self, batch: Tensor, rows: Tensor) -> Tensor:
-        if batch.dim() != 4 or self.channels_last is False:
+        if batch.dim() != 4 or self.channels_last is False or (self.channels_last is None and _PLAIN_INPUTS.get()):
             return self._scores(batch, rows)
         fast = batch.contiguous(memory_format=torch.channels_last)
         if self.channels_last:
@@ -69,6 +72,22 @@ class _PerturbedForward:
             return self._scores(batch, rows)
         self.channels_last = True
         return scores
+
+
+#: True inside :func:`plain_inputs`: no channels_last try (a forward that may raise on purpose).
+_PLAIN_INPUTS: contextvars.ContextVar[bool] = contextvars.ContextVar("plain_inputs", default=False)
+
+
+@contextmanager
+def plain_inputs() -> Iterator[None]:
+    """Perturbation methods feed contiguous inputs only, without first trying ``channels_last`` (a try that raises
+    and is caught when the model cannot take it). Used by joined FSDP2 passes, where a forward that raises on one rank
+    counts as that rank failing (:mod:`lightning_explain.epoch.joined`)."""
+    token = _PLAIN_INPUTS.set(True)
+    try:
+        yield
+    finally:
+        _PLAIN_INPUTS.reset(token)
 
 
 def score_cam_map(

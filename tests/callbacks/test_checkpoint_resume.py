@@ -91,6 +91,8 @@ BROKEN_PROBES = {
     "labels_float": (lambda s: s.update(probe_labels=s["probe_labels"].float()), "not a tensor of class indices"),
     "masks_not_a_dict": (lambda s: s.update(probe_masks=[1, 2]), "probe_masks is a list, not a dict"),
     "mask_wrong_size": (lambda s: s.update(probe_masks={"object": torch.ones(4, 8, 8)}), "probe mask 'object'"),
+    # A tensor where a dict belongs: its truth value is ambiguous (this crashed load_state_dict once).
+    "masks_a_tensor": (lambda s: s.update(probe_masks=torch.zeros(2, 8, 8)), "probe_masks is a Tensor, not a dict"),
 }
 
 
@@ -181,3 +183,14 @@ def test_a_checkpoint_without_the_callbacks_state_resumes_with_a_fresh_probe(tmp
     assert torch.equal(view._probe.images, NEW_VAL.tensors[0][:4])
     assert [item["epoch"] for item in alert.history] == [2] and steps.batches == 3
     assert not [text for text in caught if "malformed" in text]
+
+
+def test_a_map_history_part_that_is_a_tensor_warns_and_keeps_the_probe():
+    saved = torch.load(CURRENT, weights_only=True)["callbacks"]
+    state = saved[_key(saved, "ExplainCallback")]
+    state["map_history"]["first"] = torch.zeros(2, 4, 4)
+    view = ExplainCallback(num_probe=4)
+    with pytest.warns(UserWarning, match="starting a new map history") as record:
+        view.load_state_dict(state)
+    assert "map_history['first'] is a Tensor, not a dict" in str(record[0].message)
+    assert view._probe is not None and view._map_metrics.first == {}

@@ -226,3 +226,15 @@ def test_tag_names_never_leave_the_output_path_and_odd_ones_are_skipped(tmp_path
     page = (logs / "out" / "report.html").read_text()
     assert "window.pwned" in page and "<script>window.pwned" not in page and "</script><script>" not in page
     assert "\x00" not in page
+
+
+def test_a_layout_with_empty_or_negative_cells_is_ignored():
+    # A layout claiming 10 million rows of zero-pixel cells "fitted" a 1 x 1 grid: cutting its column looped for
+    # minutes over gigabytes. Cells of at least one pixel bound the rows and columns by the grid's own size.
+    run = dashboard_data.RunIndex("unused", "r")
+    hostile = {"rows": 10**7, "columns": 2, "cell_height": 0, "cell_width": -1, "band": -1, "pad": 1}
+    run.layouts[9] = {"grids": {"explain/gradcam": hostile}}
+    assert run.grid_layout("explain/gradcam", 9) is None  # the grid is then served whole
+    fine = {"rows": 1, "columns": 2, "cell_height": 16, "cell_width": 16, "band": 0, "pad": 2}
+    run.layouts[9] = {"grids": {"explain/gradcam": fine}}
+    assert run.grid_layout("explain/gradcam", 9) is not None
