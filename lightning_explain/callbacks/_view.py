@@ -166,6 +166,7 @@ class ViewCallback(Callback):
             self._setup(trainer, pl_module)
             if trainer.is_global_zero:
                 self._sink.open()  # this run's image writer thread; closed at teardown
+                self._guard("guarding the event file", 0, self._sink.guard, trainer.loggers)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._joined:

@@ -306,8 +306,27 @@ class ImageSink:
             if self.writer is not None:
                 self.writer.close()
 
+    def guard(self, loggers: Iterable[Any]) -> None:
+        """Put the disk guard (:mod:`lightning_explain.output.disk`) in front of every TensorBoard logger's event file
+        now (a view's ``setup``), so a disk that fills up before the view's first image cannot stop training through
+        Lightning's own scalars either."""
+        for logger in loggers:
+            tensorboard = _tensorboard_writer(logger)
+            if tensorboard is None:
+                continue
+            guard = guard_event_file(tensorboard)
+            if guard is not None and guard not in self._guards:
+                self._guards.append(guard)
+
+    def _retry(self) -> None:
+        """On the calling thread, before a text or a layout goes to TensorBoard: a guard in an outage tries a new
+        event file (so the text is not dropped while the images, retried on the writer's thread, get through)."""
+        for guard in self._guards:
+            guard.retry()
+
     def write_layout(self, loggers: Iterable[Any], layout: dict[str, dict[str, list[Any]]]) -> None:
         """Give every TensorBoard logger the custom-scalar layout (other loggers have no such thing)."""
+        self._retry()
         for logger in loggers:
             writer = _tensorboard_writer(logger)
             if writer is not None and callable(getattr(writer, "add_custom_scalars", None)):
@@ -315,6 +334,7 @@ class ImageSink:
 
     def write_text(self, loggers: Iterable[Any], tag: str, text: str, *, step: int) -> None:
         """Give every TensorBoard logger a text summary (the grids' layout, read back by the HTML report)."""
+        self._retry()
         for logger in loggers:
             writer = _tensorboard_writer(logger)
             if writer is not None and callable(getattr(writer, "add_text", None)):

@@ -96,6 +96,37 @@ def test_full_disk_mid_run_warns_once_training_and_checkpoints_go_on_and_images_
     assert epochs[14] == 4.0, "Lightning's scalars were not written after the disk came back"
 
 
+class _FullWhileTraining(Callback):
+    """The disk is full from the first training step of epoch 0 (before the view logged anything) to epoch 1."""
+
+    def __init__(self, disk: Disk, view: ExplainCallback) -> None:
+        self.disk, self.view = disk, view
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self.view._sink.flush()
+        self.disk.refuse = errno.ENOSPC if trainer.current_epoch == 0 else None
+
+
+def test_a_disk_full_before_the_views_first_image_does_not_stop_training(tmp_path, monkeypatch):
+    # Lightning's own scalars meet the full disk first: the guard is in place from the view's setup, not from its
+    # first image (TensorBoard's writer thread would die on them and the next log_metrics raise).
+    disk = Disk(monkeypatch)
+    train, val = loaders(n=24, size=16)
+    view = ExplainCallback("features.3", num_probe=2, cell_size=16)
+    logger = TensorBoardLogger(str(tmp_path / "tb"), name="run", version="v0")
+    fit = trainer(
+        tmp_path, max_epochs=3, logger=logger, log_every_n_steps=1, callbacks=[view, _FullWhileTraining(disk, view)]
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit.fit(TinyCNN(), train, val)
+    assert fit.state.finished and fit.global_step == 9, "training stopped"
+    assert disk.refused > 0, "the fault was never hit"
+    assert len([w for w in caught if "could not be written" in str(w.message)]) == 1
+    images = read_event_images(logger.log_dir)
+    assert [step for step, _ in images["explain/gradcam"]] == [5, 8], "epochs 1 and 2 should have images"
+
+
 def test_unwritable_folder_drops_records_keeps_the_writer_alive_and_resumes(tmp_path, monkeypatch):
     """EACCES at the event file: TensorBoard's writer thread would die and every later add_scalar raise; guarded, the
     records of the outage are dropped, add_scalar keeps working, and a retry starts a new file."""
