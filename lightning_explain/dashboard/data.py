@@ -466,6 +466,26 @@ def _finite(value: float) -> float | None:
     return round(value, 5) if math.isfinite(value) else None
 
 
+class _Lru(OrderedDict[Any, Any]):
+    """A dict that keeps its ``limit`` most recently used entries (the decoded grids, cells and tiles)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def fresh(self, key: Any) -> Any:
+        """The value of ``key`` (now the most recently used), or None."""
+        value = self.get(key)
+        if value is not None:
+            self.move_to_end(key)
+        return value
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
 class Logdir:
     """The runs under ``root`` and the queries the Explain tab makes (see the module docstring).
 
@@ -481,11 +501,10 @@ class Logdir:
         self._runs: dict[str, RunIndex] = {}
         self._scanned = -math.inf
         self._lock = threading.RLock()
-        self._grids: OrderedDict[tuple[str, str, int], np.ndarray] = OrderedDict()
-        self._cells: OrderedDict[tuple[str, str, int, int, int], bytes] = OrderedDict()
-        self._tiles: OrderedDict[tuple[str, str, int, str], bytes] = OrderedDict()
+        self._grids = _Lru(cache_grids)  # (run, tag, step) -> decoded grid
+        self._cells = _Lru(64 * cache_grids)  # (run, tag, step, row, col) -> PNG
+        self._tiles = _Lru(4 * cache_grids)  # (run, tag, step, part) -> PNG
         self._layout_seen: dict[str, tuple[int, bool]] = {}
-        self._cache_grids = cache_grids
 
     # ---------------------------------------------------------------------------------------------- index
 
@@ -649,18 +668,15 @@ class Logdir:
             rows, columns = (layout.rows, layout.columns) if layout is not None else (1, 1)
             r, c = parse_index("row", row, rows), parse_index("col", col, columns)
             key = (run.name, tag, at, r, c)
-            cached = self._cells.get(key)
+            cached = self._cells.fresh(key)
             if cached is not None:
-                self._cells.move_to_end(key)
-                return cached
+                return bytes(cached)
             grid = self._grid(run, tag, at, where)
         if layout is not None and (grid.shape[0], grid.shape[1]) != layout.size:
             layout = None  # a layout that does not fit its grid: serve the grid whole
         data = encode_png(deblock(cut_cell(grid, layout, r, c)))
         with self._lock:
-            self._cells[key] = data
-            while len(self._cells) > 64 * self._cache_grids:
-                self._cells.popitem(last=False)
+            self._cells.put(key, data)
         return data
 
     def tile(self, name: str | None, tag: str | None, step: str | None, part: str | None) -> bytes:
@@ -679,10 +695,9 @@ class Logdir:
             if part == "input" and (layout is None or layout.columns < 2):
                 raise ApiError(404, f"view {tag!r} of run {run.name!r} logged no input column at step {at}.")
             key = (run.name, tag, at, part)
-            cached = self._tiles.get(key)
+            cached = self._tiles.fresh(key)
             if cached is not None:
-                self._tiles.move_to_end(key)
-                return cached
+                return bytes(cached)
             grid = self._grid(run, tag, at, where)
         if layout is not None and (grid.shape[0], grid.shape[1]) != layout.size:
             layout = None  # a layout that does not fit its grid: serve the grid whole
@@ -698,19 +713,13 @@ class Logdir:
                 pixels = whole  # keep a whole number of pixels per cell, so each row is a band of the image
         data = encode_png(pixels)
         with self._lock:
-            self._tiles[key] = data
-            while len(self._tiles) > 4 * self._cache_grids:
-                self._tiles.popitem(last=False)
+            self._tiles.put(key, data)
         return data
 
     def _grid(self, run: RunIndex, tag: str, step: int, where: _Where) -> np.ndarray:
         key = (run.name, tag, step)
-        grid = self._grids.get(key)
+        grid: np.ndarray | None = self._grids.fresh(key)
         if grid is None:
             grid = decode_png(run.png(where, tag))
-            self._grids[key] = grid
-            while len(self._grids) > self._cache_grids:
-                self._grids.popitem(last=False)
-        else:
-            self._grids.move_to_end(key)
+            self._grids.put(key, grid)
         return grid

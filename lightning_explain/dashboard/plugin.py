@@ -93,34 +93,34 @@ class ExplainPlugin(base_plugin.TBPlugin):  # type: ignore[misc]
         return serve
 
     def _api(self, query: Callable[[Logdir, Any], Any]) -> Callable[..., Any]:
-        @Request.application  # type: ignore[misc]
-        def serve(request: Request) -> Response:
-            if self._data is None:
-                return _json({"error": "TensorBoard was started without --logdir: nothing to show."}, 400)
-            try:
-                return _json(query(self._data, request.args))
-            except ApiError as err:
-                return _json({"error": err.message}, err.status)
-            except Exception as err:  # a bug of ours: say so in one line, no traceback on the wire
-                _log.exception("lightning_explain dashboard: %s failed", request.path)
-                return _json({"error": f"internal error: {type(err).__name__}"}, 500)
-
-        return serve
+        """A JSON route answering ``query(logdir, args)``."""
+        return self._route(query, _json)
 
     def _png(self, query: Callable[[Logdir, Any], bytes]) -> Callable[..., Any]:
+        """A PNG route answering ``query(logdir, args)``; the browser may keep it (a step's grid never changes)."""
+
+        def respond(png: bytes) -> Response:
+            response = Response(png, content_type="image/png")
+            response.headers["Cache-Control"] = "private, max-age=86400"
+            return response
+
+        return self._route(query, respond)
+
+    def _route(self, query: Callable[[Logdir, Any], Any], respond: Callable[[Any], Response]) -> Callable[..., Any]:
+        """A route: ``respond(query(logdir, args))``; a refused query is its 4xx with ``{"error": message}``, a bug
+        of ours a 500 with one line (the traceback goes to TensorBoard's log, never on the wire)."""
+
         @Request.application  # type: ignore[misc]
         def serve(request: Request) -> Response:
             if self._data is None:
                 return _json({"error": "TensorBoard was started without --logdir: nothing to show."}, 400)
             try:
-                png = query(self._data, request.args)
+                answer = query(self._data, request.args)
             except ApiError as err:
                 return _json({"error": err.message}, err.status)
             except Exception as err:
                 _log.exception("lightning_explain dashboard: %s failed", request.path)
                 return _json({"error": f"internal error: {type(err).__name__}"}, 500)
-            response = Response(png, content_type="image/png")
-            response.headers["Cache-Control"] = "private, max-age=86400"  # a step's grid never changes
-            return response
+            return respond(answer)
 
         return serve
