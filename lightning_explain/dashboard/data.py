@@ -671,9 +671,7 @@ class Logdir:
             cached = self._cells.fresh(key)
             if cached is not None:
                 return bytes(cached)
-            grid = self._grid(run, tag, at, where)
-        if layout is not None and (grid.shape[0], grid.shape[1]) != layout.size:
-            layout = None  # a layout that does not fit its grid: serve the grid whole
+            grid, layout = self._grid(run, tag, at, where, layout)
         data = encode_png(deblock(cut_cell(grid, layout, r, c)))
         with self._lock:
             self._cells.put(key, data)
@@ -698,9 +696,7 @@ class Logdir:
             cached = self._tiles.fresh(key)
             if cached is not None:
                 return bytes(cached)
-            grid = self._grid(run, tag, at, where)
-        if layout is not None and (grid.shape[0], grid.shape[1]) != layout.size:
-            layout = None  # a layout that does not fit its grid: serve the grid whole
+            grid, layout = self._grid(run, tag, at, where, layout)
         if layout is None:
             pixels = deblock(grid)
         else:
@@ -716,10 +712,14 @@ class Logdir:
             self._tiles.put(key, data)
         return data
 
-    def _grid(self, run: RunIndex, tag: str, step: int, where: _Where) -> np.ndarray:
+    def _grid(
+        self, run: RunIndex, tag: str, step: int, where: _Where, layout: GridLayout | None
+    ) -> tuple[np.ndarray, GridLayout | None]:
+        """The decoded grid (cached) and its layout, None when the layout does not fit the grid (served whole)."""
         key = (run.name, tag, step)
         grid: np.ndarray | None = self._grids.fresh(key)
         if grid is None:
             grid = decode_png(run.png(where, tag))
             self._grids.put(key, grid)
-        return grid
+        fits = layout is not None and (grid.shape[0], grid.shape[1]) == layout.size
+        return grid, layout if fits else None
